@@ -1,0 +1,65 @@
+"""Command line: `fluxbase-realtime serve` and `fluxbase-realtime migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging.config
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from app import migrations
+from app.config import Settings
+from app.logs import logging_config
+from app.services.embedded_postgres import EmbeddedPostgres
+
+log = logging.getLogger("app.cli")
+
+EMBEDDED_DATA_DIR = Path(".data") / "postgres"
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """DATABASE_URL, or an embedded server under .data/ for as long as the command runs."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    with EmbeddedPostgres(EMBEDDED_DATA_DIR.resolve()) as embedded:
+        print(f"DATABASE_URL is unset: using the embedded PostgreSQL at {embedded.url}", flush=True)
+        yield embedded.url
+
+
+def _serve(settings: Settings, host: str, port: int, migrate: bool) -> None:
+    from app.main import create_app
+    from app.server import RealtimeServer, uvicorn_config
+
+    with database_url(settings) as url:
+        if migrate:
+            migrations.upgrade(url)
+        settings = settings.model_copy(update={"database_url": url})
+        app = create_app(settings)
+        RealtimeServer(uvicorn_config(app, settings, host=host, port=port), app).run()
+
+
+def _migrate(settings: Settings) -> None:
+    with database_url(settings) as url:
+        migrations.upgrade(url)
+        log.info("migrations_applied")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = Settings()
+    parser = argparse.ArgumentParser(prog="fluxbase-realtime", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="apply pending migrations, then serve WebSockets and HTTP")
+    serve.add_argument("--host", default=settings.host)
+    serve.add_argument("--port", type=int, default=settings.port)
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+    commands.add_parser("migrate", help="apply pending migrations and exit")
+    args = parser.parse_args(argv)
+
+    logging.config.dictConfig(logging_config(settings.log_level))
+    if args.command == "serve":
+        _serve(settings, args.host, args.port, migrate=not args.no_migrate)
+    else:
+        _migrate(settings)

@@ -1,0 +1,70 @@
+"""Service configuration: the only place environment variables are read."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# PostgreSQL identifiers are at most 63 bytes; LISTEN takes an identifier.
+_CHANNEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told from its environment (or a `.env` file)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL to capture changes from; unset starts an embedded server under .data/.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="HS256 secret; when unset every token is rejected."
+    )
+    jwt_require_exp: bool = Field(default=True, description="Refuse tokens without an exp claim.")
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(default=["HS256"], description="Accepted JWT algorithms.")
+    host: str = "0.0.0.0"  # noqa: S104 - a service container listens on every interface by design
+    port: int = Field(default=8080, ge=0, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    realtime_heartbeat_interval: float = Field(default=30.0, gt=0)
+    realtime_notify_channel: str = "fluxbase_changes"
+    realtime_send_queue_size: int = Field(
+        default=1024, ge=1, description="Messages buffered per connection before it is closed as too slow."
+    )
+    realtime_slow_client_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a burst may wait for a full queue to drain before that client is closed.",
+    )
+    realtime_max_message_bytes: int = Field(default=64 * 1024, ge=256)
+    realtime_ws_compression: bool = Field(
+        default=False, description="permessage-deflate; costs CPU and memory per connection."
+    )
+    realtime_pool_size: int = Field(default=8, ge=2)
+    realtime_fetch_batch: int = Field(default=500, ge=1, description="Changes read from the log per query.")
+    realtime_fetch_batch_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Approximate byte budget of one read from the log."
+    )
+
+    @field_validator("realtime_notify_channel")
+    @classmethod
+    def _channel_is_identifier(cls, value: str) -> str:
+        if not _CHANNEL_NAME.match(value):
+            raise ValueError("must be a plain identifier: letters, digits and underscores, at most 63")
+        return value
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value

@@ -1,0 +1,96 @@
+"""The application factory and the lifespan that owns every long-lived service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from app.config import Settings
+from app.routers import health, realtime, stats
+from app.services.auth import TokenVerifier
+from app.services.changes import Change, ChangeFeed
+from app.services.container import Services
+from app.services.hub import Hub
+from app.services.listener import ChangeListener
+from app.services.tables import TableDirectory
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build an isolated application; nothing connects until the lifespan starts."""
+    if not settings.database_url:
+        raise ValueError("create_app needs settings.database_url (the CLI resolves the embedded database)")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        conninfo = settings.database_url or ""
+        pool = AsyncConnectionPool(
+            conninfo,
+            min_size=2,
+            max_size=settings.realtime_pool_size,
+            kwargs={"autocommit": True, "application_name": "fluxbase-realtime"},
+            open=False,
+        )
+        await pool.open(wait=True, timeout=30)
+        async with pool.connection() as conn:
+            await conn.execute(
+                "SELECT fluxbase_realtime.configure_notify_channel(%s)", (settings.realtime_notify_channel,)
+            )
+        hub = Hub(
+            send_queue_size=settings.realtime_send_queue_size,
+            slow_client_timeout=settings.realtime_slow_client_timeout,
+        )
+
+        def publish(change: Change) -> None:
+            hub.publish(change.channel, change.frame)
+
+        feed = ChangeFeed(
+            pool,
+            publish,
+            wait_for_room=hub.wait_for_room,
+            batch_size=settings.realtime_fetch_batch,
+            batch_bytes=settings.realtime_fetch_batch_bytes,
+        )
+        await feed.start_at_head()
+        listener = ChangeListener(conninfo, settings.realtime_notify_channel, feed.wake)
+        app.state.services = Services(
+            settings=settings,
+            pool=pool,
+            hub=hub,
+            verifier=TokenVerifier(
+                settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+                settings.jwt_algorithms,
+                require_exp=settings.jwt_require_exp,
+            ),
+            tables=TableDirectory(pool),
+            listener=listener,
+            feed=feed,
+        )
+        tasks = [
+            asyncio.create_task(listener.run(), name="listener"),
+            asyncio.create_task(feed.run(), name="change-feed"),
+            asyncio.create_task(hub.run_heartbeats(settings.realtime_heartbeat_interval), name="heartbeats"),
+        ]
+        log.info("service_started head_id=%d", feed.last_id)
+        try:
+            yield
+        finally:
+            hub.close_all()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await pool.close()
+            log.info("service_stopped")
+
+    app = FastAPI(title="fluxbase-realtime", lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(realtime.router)
+    app.include_router(stats.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,20 @@
+"""GET /api/realtime/stats."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.deps import ServicesDep
+
+router = APIRouter()
+
+
+@router.get("/api/realtime/stats")
+async def realtime_stats(services: ServicesDep) -> dict[str, int]:
+    hub = services.hub
+    return {
+        "connections": hub.connection_count,
+        "channels": hub.channel_count,
+        "slow_consumer_disconnects": hub.slow_consumer_disconnects,
+        "last_change_id": services.feed.last_id,
+    }

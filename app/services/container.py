@@ -1,0 +1,27 @@
+"""The set of services one application instance runs with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg_pool import AsyncConnectionPool
+
+from app.config import Settings
+from app.services.auth import TokenVerifier
+from app.services.changes import ChangeFeed
+from app.services.hub import Hub
+from app.services.listener import ChangeListener
+from app.services.tables import TableDirectory
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything the routers may use; created and closed by the lifespan in app.main."""
+
+    settings: Settings
+    pool: AsyncConnectionPool
+    hub: Hub
+    verifier: TokenVerifier
+    tables: TableDirectory
+    listener: ChangeListener
+    feed: ChangeFeed

@@ -21,14 +21,18 @@ def _database_url() -> str:
 
         url = Settings().database_url
     if not url:
-        raise RuntimeError("set DATABASE_URL (or run `fluxbase-realtime migrate`, which can start the embedded one)")
+        raise RuntimeError(
+            "set DATABASE_URL (or run `fluxbase-realtime migrate`, which can start the embedded one)"
+        )
     return str(url)
 
 
 def run_migrations_online() -> None:
     url = _database_url()
     # The creator takes any libpq connection string, URL or key=value, exactly as the service does.
-    engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=pool.NullPool)
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=pool.NullPool
+    )
     with engine.connect() as connection:
         # Several instances may start at once; the first migrates, the others wait and find nothing to do.
         connection.execute(text("SELECT pg_advisory_lock(hashtext('fluxbase_realtime.migrations'))"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging.config
+import signal
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -47,6 +49,12 @@ def _migrate(settings: Settings) -> None:
         log.info("migrations_applied")
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """uvicorn shuts down gracefully on SIGTERM and then re-raises it; this makes that re-raise a normal
+    exit, so context managers (the embedded database) are closed and the exit status is 0."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings()
     parser = argparse.ArgumentParser(prog="fluxbase-realtime", description=__doc__)
@@ -60,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     logging.config.dictConfig(logging_config(settings.log_level))
     if args.command == "serve":
+        _exit_cleanly_on_sigterm()
         _serve(settings, args.host, args.port, migrate=not args.no_migrate)
     else:
         _migrate(settings)

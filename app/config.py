@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Literal
 
@@ -9,7 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # PostgreSQL identifiers are at most 63 bytes; LISTEN takes an identifier.
-_CHANNEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_CHANNEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 class Settings(BaseSettings):
@@ -25,7 +26,9 @@ class Settings(BaseSettings):
         default=None, description="HS256 secret; when unset every token is rejected."
     )
     jwt_require_exp: bool = Field(default=True, description="Refuse tokens without an exp claim.")
-    jwt_algorithms: Annotated[list[str], NoDecode] = Field(default=["HS256"], description="Accepted JWT algorithms.")
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(
+        default=["HS256"], description="Accepted JWT algorithms."
+    )
     host: str = "0.0.0.0"  # noqa: S104 - a service container listens on every interface by design
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
@@ -53,14 +56,17 @@ class Settings(BaseSettings):
     @field_validator("realtime_notify_channel")
     @classmethod
     def _channel_is_identifier(cls, value: str) -> str:
-        if not _CHANNEL_NAME.match(value):
+        if not _CHANNEL_NAME.fullmatch(value):
             raise ValueError("must be a plain identifier: letters, digits and underscores, at most 63")
         return value
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod
     def _split_algorithms(cls, value: object) -> object:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        # NoDecode: the environment gives a string, either a JSON list or comma-separated names.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 

@@ -15,16 +15,27 @@ def redact(text: str) -> str:
 
 
 class RedactCredentials(logging.Filter):
-    """Rewrites credentials in a record's message and string arguments, keeping the arguments' shape
-    (uvicorn's access formatter unpacks them positionally)."""
+    """Removes credentials from log records.
+
+    String arguments are redacted in place, which keeps their shape (uvicorn's access formatter unpacks
+    them positionally). If the formatted message still holds a credential (a format string such as
+    "token=%s" with the raw token as argument), the record is replaced by its redacted text.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            # A malformed record: logging would print its raw arguments in the error report.
+            record.msg, record.args = "unformattable log record (arguments withheld)", None
+            return True
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
         return True
 
 

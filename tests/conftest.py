@@ -23,7 +23,7 @@ from app import migrations
 from app.config import Settings
 from tests.support.server import ServerThread
 
-JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
+JWT_SECRET = "test-secret-" + "s" * 60  # 64+ bytes: long enough for HS512 too
 
 
 def _docker_postgres() -> contextlib.AbstractContextManager[str] | None:
@@ -122,9 +122,9 @@ async def table(db: psycopg.AsyncConnection) -> str:
     """A fresh realtime-enabled table `public.<unique>`: (id serial, name text, price numeric, data jsonb)."""
     name = f"items_{uuid.uuid4().hex[:10]}"
     await db.execute(
-        sql.SQL("CREATE TABLE public.{} (id serial PRIMARY KEY, name text, price numeric, data jsonb)").format(
-            sql.Identifier(name)
-        )
+        sql.SQL(
+            "CREATE TABLE public.{} (id serial PRIMARY KEY, name text, price numeric, data jsonb)"
+        ).format(sql.Identifier(name))
     )
     await db.execute("SELECT enable_realtime('public', %s)", (name,))
     return name

@@ -76,7 +76,9 @@ async def _serve_requests(websocket: WebSocket, subscriber: Subscriber, services
             continue  # a close is on its way; requests after it are moot
         text = message.get("text")
         if text is None:
-            hub.offer_to([subscriber], protocol.encode_error("binary frames are not supported: send JSON text"))
+            hub.offer_to(
+                [subscriber], protocol.encode_error("binary frames are not supported: send JSON text")
+            )
             continue
         # len() counts characters; only encode when the text could be over the limit in UTF-8 bytes.
         if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):

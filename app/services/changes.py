@@ -94,11 +94,19 @@ class ChangeFeed:
                     break
                 await self._wait_for_room(len(rows))
                 for change_id, schema, table, op, record, old_record in rows:
-                    self._publish(self._frame(change_id, schema, table, cast(Operation, op), record, old_record))
+                    self._publish(
+                        self._frame(change_id, schema, table, cast(Operation, op), record, old_record)
+                    )
                     self.last_id = change_id
 
     def _frame(
-        self, change_id: int, schema: str, table: str, op: Operation, record: str | None, old_record: str | None
+        self,
+        change_id: int,
+        schema: str,
+        table: str,
+        op: Operation,
+        record: str | None,
+        old_record: str | None,
     ) -> Change:
         known = self._encoders.get((schema, table))
         if known is None:

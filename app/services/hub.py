@@ -35,6 +35,10 @@ class Hub:
     def channel_count(self) -> int:
         return len(self._channels)
 
+    def subscribers(self) -> list[Subscriber]:
+        """A snapshot of the open connections."""
+        return list(self._subscribers)
+
     def connect(self, principal: Principal, client: str = "") -> Subscriber:
         subscriber = Subscriber(principal, self._send_queue_size, client)
         self._subscribers.add(subscriber)
@@ -74,8 +78,12 @@ class Hub:
         """
         needed = min(frames, self._send_queue_size)
         deadline = time.monotonic() + self._slow_client_timeout
-        while any(s.room < needed for s in self._subscribers if s.channels) and time.monotonic() < deadline:
+        # Polling, and only while some queue is full: an event would cost every writer a call per frame.
+        while self._some_queue_lacks(needed) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.002)
+
+    def _some_queue_lacks(self, room: int) -> bool:
+        return any(s.room < room for s in self._subscribers if s.channels)
 
     async def run_heartbeats(self, interval: float) -> None:
         """Send a heartbeat to every connection every `interval` seconds, whatever the client does."""
@@ -92,7 +100,9 @@ class Hub:
         too_slow = [s for s in subscribers if not s.offer(frame) and not s.closing]
         for subscriber in too_slow:
             self.slow_consumer_disconnects += 1
-            log.warning("slow_consumer_closed client=%s channels=%d", subscriber.client, len(subscriber.channels))
+            log.warning(
+                "slow_consumer_closed client=%s channels=%d", subscriber.client, len(subscriber.channels)
+            )
             subscriber.close(CLOSE_TRY_AGAIN_LATER, "client is not reading fast enough", drop_pending=True)
             # It stays a connection until its socket closes; it just stops receiving changes.
             self._leave_all(subscriber)

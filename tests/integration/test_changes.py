@@ -12,14 +12,18 @@ from tests.support.client import realtime_client
 from tests.support.server import ServerThread
 
 
-async def test_insert_update_delete_payloads(server: ServerThread, db: psycopg.AsyncConnection, table: str) -> None:
+async def test_insert_update_delete_payloads(
+    server: ServerThread, db: psycopg.AsyncConnection, table: str
+) -> None:
     channel = f"table:public.{table}"
     t = sql.Identifier(table)
     async with realtime_client(server.ws_url) as client:
         ack = await client.subscribe(channel)
         assert ack == {"type": "ack", "channel": channel}
 
-        await db.execute(sql.SQL("INSERT INTO {} (name, price, data) VALUES ('Widget', 9.99, NULL)").format(t))
+        await db.execute(
+            sql.SQL("INSERT INTO {} (name, price, data) VALUES ('Widget', 9.99, NULL)").format(t)
+        )
         await db.execute(sql.SQL("UPDATE {} SET price = 19.5 WHERE name = 'Widget'").format(t))
         await db.execute(sql.SQL("DELETE FROM {} WHERE name = 'Widget'").format(t))
         inserted, updated, deleted = await client.broadcasts(3)
@@ -47,7 +51,12 @@ async def test_insert_update_delete_payloads(server: ServerThread, db: psycopg.A
         "type": "broadcast",
         "channel": channel,
         "id": deleted["id"],
-        "payload": {"type": "DELETE", "table": table, "schema": "public", "old_record": {**row, "price": 19.5}},
+        "payload": {
+            "type": "DELETE",
+            "table": table,
+            "schema": "public",
+            "old_record": {**row, "price": 19.5},
+        },
     }
     assert isinstance(inserted["id"], int)
     assert inserted["id"] < updated["id"] < deleted["id"]
@@ -55,14 +64,16 @@ async def test_insert_update_delete_payloads(server: ServerThread, db: psycopg.A
 
 async def test_channels_are_isolated(server: ServerThread, db: psycopg.AsyncConnection, table: str) -> None:
     other = f"other_{uuid.uuid4().hex[:10]}"
-    await db.execute(sql.SQL("CREATE TABLE public.{} (id serial PRIMARY KEY, name text)").format(sql.Identifier(other)))
+    await db.execute(
+        sql.SQL("CREATE TABLE public.{} (id serial PRIMARY KEY, name text)").format(sql.Identifier(other))
+    )
     await db.execute("SELECT enable_realtime('public', %s)", (other,))
     async with realtime_client(server.ws_url) as mine, realtime_client(server.ws_url) as theirs:
         await mine.subscribe(f"table:public.{table}")
         await theirs.subscribe(f"table:public.{other}")
         await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('for mine')").format(sql.Identifier(table)))
         await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('for theirs')").format(sql.Identifier(other)))
-        # Each sees exactly its own change first: the other table's change, committed in between, never arrives.
+        # Each sees its own change first: the other table's change, committed in between, never arrives.
         [mine_change] = await mine.broadcasts(1)
         [their_change] = await theirs.broadcasts(1)
         await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('sentinel')").format(sql.Identifier(table)))
@@ -107,7 +118,9 @@ async def test_one_transaction_arrives_whole_and_in_statement_order(
     async with realtime_client(server.ws_url) as client:
         await client.subscribe(f"table:public.{table}")
         async with db.transaction():
-            await db.execute(sql.SQL("INSERT INTO {} (name) SELECT 'n' || g FROM generate_series(1, 5) g").format(t))
+            await db.execute(
+                sql.SQL("INSERT INTO {} (name) SELECT 'n' || g FROM generate_series(1, 5) g").format(t)
+            )
             await db.execute(sql.SQL("UPDATE {} SET name = name || '!' WHERE name = 'n3'").format(t))
         messages = await client.broadcasts(6)
     assert [m["payload"]["type"] for m in messages] == ["INSERT"] * 5 + ["UPDATE"]
@@ -130,9 +143,13 @@ async def test_subscribe_twice_is_acked_twice_and_delivers_once(
     assert second["payload"]["record"]["name"] == "sentinel"
 
 
-async def test_unsubscribe_stops_delivery(server: ServerThread, db: psycopg.AsyncConnection, table: str) -> None:
+async def test_unsubscribe_stops_delivery(
+    server: ServerThread, db: psycopg.AsyncConnection, table: str
+) -> None:
     other = f"other_{uuid.uuid4().hex[:10]}"
-    await db.execute(sql.SQL("CREATE TABLE public.{} (id serial PRIMARY KEY, name text)").format(sql.Identifier(other)))
+    await db.execute(
+        sql.SQL("CREATE TABLE public.{} (id serial PRIMARY KEY, name text)").format(sql.Identifier(other))
+    )
     await db.execute("SELECT enable_realtime('public', %s)", (other,))
     channel = f"table:public.{table}"
     async with realtime_client(server.ws_url) as client:

@@ -25,7 +25,10 @@ class ServerThread:
         config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port)
         self.server = RealtimeServer(config, self.app)
         self._thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self._socket]}, name=f"uvicorn-{self.port}", daemon=True
+            target=self.server.run,
+            kwargs={"sockets": [self._socket]},
+            name=f"uvicorn-{self.port}",
+            daemon=True,
         )
 
     @property

@@ -1,0 +1,110 @@
+"""Settings from the environment (never from a developer's .env here: `_env_file=None`)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+        monkeypatch.delenv(name, raising=False)
+
+
+def settings() -> Settings:
+    return Settings(_env_file=None)
+
+
+def test_defaults() -> None:
+    s = settings()
+    assert s.port == 8080
+    assert s.host == "0.0.0.0"  # noqa: S104
+    assert s.realtime_heartbeat_interval == 30
+    assert s.realtime_notify_channel == "fluxbase_changes"
+    assert s.log_level == "info"
+    assert s.jwt_secret is None
+    assert s.jwt_algorithms == ["HS256"]
+    assert s.jwt_require_exp is True
+    assert s.database_url is None
+
+
+def test_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "PORT": "9000",
+        "HOST": "127.0.0.1",
+        "REALTIME_HEARTBEAT_INTERVAL": "0.25",
+        "REALTIME_NOTIFY_CHANNEL": "My_Changes_2",
+        "JWT_SECRET": "s3cret-value",
+        "JWT_REQUIRE_EXP": "false",
+        "DATABASE_URL": "postgresql://u@db:5432/app",
+        "REALTIME_SEND_QUEUE_SIZE": "16",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s = settings()
+    assert s.port == 9000
+    assert s.host == "127.0.0.1"
+    assert s.realtime_heartbeat_interval == 0.25
+    assert s.realtime_notify_channel == "My_Changes_2"
+    assert s.jwt_secret is not None and s.jwt_secret.get_secret_value() == "s3cret-value"
+    assert "s3cret-value" not in repr(s)
+    assert s.jwt_require_exp is False
+    assert s.database_url == "postgresql://u@db:5432/app"
+    assert s.realtime_send_queue_size == 16
+
+
+@pytest.mark.parametrize("value", ["DEBUG", "Warning", "error", "CRITICAL"])
+def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("LOG_LEVEL", value)
+    assert settings().log_level == value.lower()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("HS384", ["HS384"]),
+        ("HS256,HS384", ["HS256", "HS384"]),
+        (" HS256 , HS512 ,", ["HS256", "HS512"]),
+        ('["HS256", "HS384"]', ["HS256", "HS384"]),
+    ],
+)
+def test_jwt_algorithms(monkeypatch: pytest.MonkeyPatch, value: str, expected: list[str]) -> None:
+    monkeypatch.setenv("JWT_ALGORITHMS", value)
+    assert settings().jwt_algorithms == expected
+
+
+@pytest.mark.parametrize("name", ["_x", "a", "A1_b", "a" * 63])
+def test_valid_notify_channel(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv("REALTIME_NOTIFY_CHANNEL", name)
+    assert settings().realtime_notify_channel == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["bad-name", "1abc", "a" * 64, "", "has space", "semi;colon", 'quote"d', "naïve", "fluxbase_changes\n"],
+)
+def test_invalid_notify_channel(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv("REALTIME_NOTIFY_CHANNEL", name)
+    with pytest.raises(ValidationError, match="realtime_notify_channel"):
+        settings()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("LOG_LEVEL", "verbose"),
+        ("PORT", "70000"),
+        ("PORT", "http"),
+        ("REALTIME_HEARTBEAT_INTERVAL", "0"),
+        ("REALTIME_HEARTBEAT_INTERVAL", "-1"),
+        ("REALTIME_SEND_QUEUE_SIZE", "0"),
+    ],
+)
+def test_invalid_values(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
+    monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match=key.lower()):
+        settings()

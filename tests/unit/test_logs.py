@@ -1,0 +1,91 @@
+"""Credential redaction in log lines, including uvicorn's access-log records."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from app.logs import RedactCredentials, logging_config, redact
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl"
+
+
+def record(msg: str, args: object = ()) -> logging.LogRecord:
+    return logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, msg, args, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GET /realtime?token=abc.def.ghi&x=1", "GET /realtime?token=[redacted]&x=1"),
+        ("GET /realtime?x=1&token=abc.def.ghi", "GET /realtime?x=1&token=[redacted]"),
+        ("GET /realtime?access_token=abc.def.ghi&x=1", "GET /realtime?access_token=[redacted]&x=1"),
+        ("/realtime?TOKEN=abc&x=1", "/realtime?TOKEN=[redacted]&x=1"),
+        ("/realtime?Access_Token=abc", "/realtime?Access_Token=[redacted]"),
+        ("/r?apikey=k1&api_key=k2&jwt=k3", "/r?apikey=[redacted]&api_key=[redacted]&jwt=[redacted]"),
+        ('"WebSocket /realtime?token=abc" 403', '"WebSocket /realtime?token=[redacted]" 403'),
+        ("/realtime?token=abc def", "/realtime?token=[redacted] def"),
+    ],
+)
+def test_redact(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize("text", ["GET /realtime?x=1", "tokens are fine", "token: none here", "/r?mytoken=1"])
+def test_redact_leaves_other_text_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_filter_keeps_uvicorn_access_args_shape() -> None:
+    args = ("127.0.0.1:50000", "GET", f"/realtime?token={TOKEN}&x=1", "1.1", 101)
+    rec = record('%s - "%s %s HTTP/%s" %d', args)
+    assert RedactCredentials().filter(rec) is True
+    assert isinstance(rec.args, tuple) and len(rec.args) == 5
+    assert rec.args == ("127.0.0.1:50000", "GET", "/realtime?token=[redacted]&x=1", "1.1", 101)
+    assert TOKEN not in rec.getMessage()
+
+
+def test_filter_redacts_message_and_dict_args() -> None:
+    rec = record(f"WebSocket /realtime?token={TOKEN}")
+    RedactCredentials().filter(rec)
+    assert rec.getMessage() == "WebSocket /realtime?token=[redacted]"
+
+    rec = record("path=%(path)s status=%(status)d", {"path": f"/r?jwt={TOKEN}", "status": 403})
+    RedactCredentials().filter(rec)
+    assert rec.args == {"path": "/r?jwt=[redacted]", "status": 403}
+    assert rec.getMessage() == "path=/r?jwt=[redacted] status=403"
+
+
+def test_filter_keeps_placeholder_after_credential_key_formattable() -> None:
+    # `log.info("connect token=%s", token)`: redacting the format string must not eat the placeholder,
+    # or formatting fails and logging's error handler prints the raw arguments, token included.
+    rec = record("client connected token=%s user=%s", (TOKEN, "u1"))
+    RedactCredentials().filter(rec)
+    message = rec.getMessage()
+    assert TOKEN not in message
+    assert "user=u1" in message
+
+
+def test_token_logged_as_an_argument_never_reaches_any_output(capsys: pytest.CaptureFixture[str]) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactCredentials())
+    logger = logging.getLogger("tests.unit.test_logs.leak")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("ws_connect token=%s", TOKEN)
+    finally:
+        logger.removeHandler(handler)
+    written = stream.getvalue() + capsys.readouterr().err
+    assert TOKEN not in written
+    assert "ws_connect token=" in stream.getvalue()
+
+
+def test_logging_config_puts_the_filter_on_every_handler() -> None:
+    config = logging_config("DEBUG")
+    assert config["filters"]["redact"]["()"] is RedactCredentials
+    assert all("redact" in handler["filters"] for handler in config["handlers"].values())
+    assert config["loggers"]["app"]["level"] == "DEBUG"

@@ -1,0 +1,176 @@
+"""What a benchmark runs against: a scratch database, the service as a subprocess, the machine's facts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A fresh `fluxbase_bench_<random>` database (its conninfo), dropped on exit whatever happened."""
+    name = f"fluxbase_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+    finally:
+        # FORCE: a server or writer that failed to stop must not keep the database alive.
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def create_realtime_table(dsn: str, table: str) -> None:
+    """The benchmark table shape, with realtime enabled (the server must have migrated first)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (id bigserial PRIMARY KEY, sent_at double precision, payload text)"
+            ).format(sql.Identifier(table))
+        )
+        conn.execute("SELECT enable_realtime('public', %s)", (table,))
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running service subprocess."""
+
+    port: int
+    log_path: Path
+    pid: int = 0
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/realtime"
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
+        """(status, JSON body) of a GET on the service."""
+        url = f"http://127.0.0.1:{self.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, None
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.get("/api/realtime/stats")[1])
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (Linux /proc)."""
+        # Fields after the parenthesized command name, which may itself contain spaces.
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()
+
+
+@contextlib.contextmanager
+def running_server(database_url: str, log_path: Path) -> Iterator[Server]:
+    """`python -m app serve` on a free loopback port, ready on entry; SIGTERM (then SIGKILL) on exit."""
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "warning"}
+    command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(port, log_path, process.pid)
+    try:
+        _wait_ready(process, server)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _free_port() -> int:
+    # The port is free now; another process could take it before the server binds, which is unlikely.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_ready(process: subprocess.Popen[bytes], server: Server) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = "\n".join(server.log_lines()[-20:])
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{tail}")
+        with contextlib.suppress(OSError):  # refused while starting, 503 while not ready
+            if server.get("/readyz", timeout=1.0)[0] == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the server was not ready after {READY_TIMEOUT:.0f}s; see {server.log_path}")
+
+
+def machine_cpu_times() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks summed over all cores."""
+    # The aggregate "cpu" line: user nice system idle iowait irq softirq steal ...; idle + iowait is idle.
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def machine_facts(dsn: str) -> dict[str, Any]:
+    """Enough to tell whether two result files are comparable."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    packages = ("uvicorn", "websockets", "psycopg", "fastapi", "uvloop")
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "postgresql": row[0] if row else None,
+        "packages": {name: metadata.version(name) for name in packages},
+        "git_head": _git("rev-parse", "HEAD"),
+        # Others edit the tree while benchmarks run: say whether the measured server was committed code.
+        "server_code_modified": _git("diff", "--quiet", "HEAD", "--", "app", "sql") is None,
+        "realtime_env": {k: v for k, v in os.environ.items() if k.startswith("REALTIME_")},
+    }
+
+
+def _cpu_model() -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return None
+
+
+def _git(*args: str) -> str | None:
+    """Output of a read-only git command, or None when it fails (or reports a difference)."""
+    try:
+        result = subprocess.run(
+            ["git", "--no-optional-locks", *args],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging.config
 
 import psycopg
-from sqlalchemy import create_engine, pool, text
-
 from alembic import context
+from sqlalchemy import create_engine, pool, text
 
 config = context.config
 if config.attributes.get("configure_logging", True) and config.config_file_name:

@@ -8,6 +8,7 @@ Create Date: 2026-11-26
 from __future__ import annotations
 
 from alembic import op
+
 from app.migrations import run_sql_file
 
 revision = "0001"

@@ -116,5 +116,12 @@ async def _answer(request: protocol.ChannelRequest, subscriber: Subscriber, serv
             ref=request.ref,
             channel=name,
         )
+    if status is TableStatus.PROTECTED:
+        return protocol.encode_error(
+            f"table {table} has row-level security, which this server does not enforce per subscriber yet: "
+            "subscriptions to it are refused so that no row leaks",
+            ref=request.ref,
+            channel=name,
+        )
     services.hub.subscribe(subscriber, name)
     return protocol.encode_ack(name, request.ref)

@@ -1,0 +1,17 @@
+# fluxbase-realtime: one process, pointed at your PostgreSQL with DATABASE_URL (no embedded database here).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /srv/fluxbase-realtime
+
+COPY pyproject.toml README.md alembic.ini ./
+COPY app ./app
+COPY alembic ./alembic
+COPY sql ./sql
+# Editable, so the migrations find alembic/ and sql/ next to the package.
+RUN pip install -e . && useradd --system --uid 10001 --no-create-home realtime
+
+USER realtime
+EXPOSE 8080
+# SIGTERM: connections are closed with 1001 and the process exits 0.
+CMD ["fluxbase-realtime", "serve"]

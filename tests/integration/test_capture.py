@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.conftest import make_settings
 from tests.support.client import realtime_client
 from tests.support.server import ServerThread
 
@@ -253,3 +254,25 @@ async def test_a_transaction_that_waited_on_another_is_numbered_after_it(
         )
     ).fetchall()
     assert [name for _, name in rows] == ["v1", "v2"]
+
+
+async def test_a_configured_notify_channel_is_used_by_trigger_and_listener(
+    database_url: str, db: psycopg.AsyncConnection, table: str
+) -> None:
+    t = sql.Identifier(table)
+    try:
+        with ServerThread(make_settings(database_url, realtime_notify_channel="custom_changes")) as server:
+            async with (
+                await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener,
+                realtime_client(server.ws_url) as client,
+            ):
+                await listener.execute("LISTEN custom_changes")
+                await client.subscribe(f"table:public.{table}")
+                await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('via custom channel')").format(t))
+                [change] = await client.broadcasts(1)
+                notify = await anext(listener.notifies(timeout=15))
+        assert change["payload"]["record"]["name"] == "via custom channel"
+        assert notify.channel == "custom_changes"
+    finally:
+        # The channel is database-wide: give the shared test server its channel back.
+        await db.execute("SELECT fluxbase_realtime.configure_notify_channel('fluxbase_changes')")

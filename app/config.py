@@ -43,6 +43,17 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a burst may wait for a full queue to drain before that client is closed.",
     )
+    realtime_retention_seconds: float = Field(
+        default=86400, gt=0, description="Changes older than this are pruned from the change log."
+    )
+    realtime_retention_max_rows: int | None = Field(
+        default=1_000_000,
+        ge=1,
+        description="At most this many newest changes are kept (unset: no size limit).",
+    )
+    realtime_retention_interval: float = Field(
+        default=60, gt=0, description="Seconds between pruning runs of the change log."
+    )
     realtime_max_message_bytes: int = Field(default=64 * 1024, ge=256)
     realtime_ws_compression: bool = Field(
         default=False, description="permessage-deflate; costs CPU and memory per connection."

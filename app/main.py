@@ -13,10 +13,12 @@ from psycopg_pool import AsyncConnectionPool
 from app.config import Settings
 from app.routers import health, realtime, stats
 from app.services.auth import TokenVerifier
-from app.services.changes import Change, ChangeFeed
+from app.services.changes import Change, ChangeFeed, ChangeFramer
 from app.services.container import Services
 from app.services.hub import Hub
 from app.services.listener import ChangeListener
+from app.services.replay import Replayer
+from app.services.retention import ChangeLogPruner
 from app.services.tables import TableDirectory
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,10 @@ def create_app(settings: Settings) -> FastAPI:
         def publish(change: Change) -> None:
             hub.publish(change.channel, change.frame)
 
+        framer = ChangeFramer()
         feed = ChangeFeed(
             pool,
+            framer,
             publish,
             wait_for_room=hub.wait_for_room,
             batch_size=settings.realtime_fetch_batch,
@@ -71,11 +75,26 @@ def create_app(settings: Settings) -> FastAPI:
             tables=TableDirectory(pool),
             listener=listener,
             feed=feed,
+            replayer=Replayer(
+                pool,
+                hub,
+                feed,
+                framer,
+                batch=settings.realtime_fetch_batch,
+                batch_bytes=settings.realtime_fetch_batch_bytes,
+            ),
+        )
+        pruner = ChangeLogPruner(
+            pool,
+            max_age=settings.realtime_retention_seconds,
+            max_rows=settings.realtime_retention_max_rows,
+            interval=settings.realtime_retention_interval,
         )
         tasks = [
             asyncio.create_task(listener.run(), name="listener"),
             asyncio.create_task(feed.run(), name="change-feed"),
             asyncio.create_task(hub.run_heartbeats(settings.realtime_heartbeat_interval), name="heartbeats"),
+            asyncio.create_task(pruner.run(), name="retention"),
         ]
         log.info("service_started head_id=%d", feed.last_id)
         try:

@@ -16,6 +16,8 @@ CHANNEL_PREFIX = "table:"
 MAX_IDENTIFIER_BYTES = 63
 # A ref is echoed back verbatim, so it must stay small.
 MAX_REF_LENGTH = 128
+# Change ids are PostgreSQL bigints.
+MAX_CHANGE_ID = 2**63 - 1
 
 Ref = str | int
 MessageType = Literal["subscribe", "unsubscribe"]
@@ -49,6 +51,7 @@ class ChannelRequest:
     type: MessageType
     channel: TableChannel
     ref: Ref | None = None
+    since: int | None = None
 
 
 def parse_channel(value: object) -> TableChannel:
@@ -88,10 +91,25 @@ def parse_client_message(text: str) -> ChannelRequest:
         raise ProtocolError(f"unknown message type {_clip(kind)!r}", ref)
     try:
         channel = parse_channel(message.get("channel"))
+        since = _parse_since(message.get("since")) if kind == "subscribe" else None
     except ProtocolError as error:
         error.ref = ref
         raise
-    return ChannelRequest(kind, channel, ref)
+    return ChannelRequest(kind, channel, ref, since)
+
+
+def _parse_since(value: object) -> int | None:
+    """A change id to resume after: an integer, or a string of digits (ids may exceed a JS number)."""
+    if value is None:
+        return None
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        number = int(value)
+    if number is None or not 0 <= number <= MAX_CHANGE_ID:
+        raise ProtocolError("since must be a change id: a non-negative integer, or a string of digits")
+    return number
 
 
 def _parse_ref(value: object) -> Ref | None:

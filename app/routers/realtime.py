@@ -36,6 +36,8 @@ async def realtime_socket(websocket: WebSocket, services: ServicesDep) -> None:
     try:
         await _serve_requests(websocket, subscriber, services)
     finally:
+        for replay in list(subscriber.replays.values()):
+            replay.cancel()
         services.hub.disconnect(subscriber)
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -90,16 +92,81 @@ async def _serve_requests(websocket: WebSocket, subscriber: Subscriber, services
         except protocol.ProtocolError as error:
             hub.offer_to([subscriber], protocol.encode_error(str(error), ref=error.ref))
             continue
-        hub.offer_to([subscriber], await _answer(request, subscriber, services))
+        await _answer(request, subscriber, services)
 
 
-async def _answer(request: protocol.ChannelRequest, subscriber: Subscriber, services: Services) -> str:
+async def _answer(request: protocol.ChannelRequest, subscriber: Subscriber, services: Services) -> None:
+    hub = services.hub
+    name = request.channel.name
+    if request.type == "unsubscribe":
+        _stop_replay(subscriber, name)
+        if hub.unsubscribe(subscriber, name):
+            hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))
+        else:
+            hub.offer_to(
+                [subscriber],
+                protocol.encode_error(f"not subscribed to {name}", ref=request.ref, channel=name),
+            )
+        return
+    refusal = await _refusal(request, services)
+    if refusal is not None:
+        hub.offer_to([subscriber], refusal)
+        return
+    if request.since is None and hub.is_live(subscriber, name):
+        hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))  # subscribing twice is harmless
+        return
+    _stop_replay(subscriber, name)
+    # Out of live delivery until the subscription has caught up with the feed, or a change could arrive
+    # twice; the ack goes first, then anything replayed, then live changes.
+    hub.unsubscribe(subscriber, name)
+    subscriber.channels.add(name)
+    hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))
+    if request.since is None:
+        # Exactly the changes numbered after this subscribe: not those committed before it that the feed
+        # has yet to publish. Usually the feed is there already and this returns without waiting.
+        try:
+            await services.replayer.join(subscriber, request.channel, await services.feed.sequence())
+        except Exception:
+            log.exception("subscribe_failed channel=%s", name)
+            _abandon(subscriber, name, services, "subscribe failed (the database is unavailable): try again")
+        return
+    replay = asyncio.create_task(services.replayer.replay(subscriber, request.channel, request.since))
+    subscriber.replays[name] = replay
+    replay.add_done_callback(lambda task: _replay_ended(task, subscriber, name, services))
+
+
+def _stop_replay(subscriber: Subscriber, channel: str) -> None:
+    replay = subscriber.replays.pop(channel, None)
+    if replay is not None:
+        replay.cancel()
+
+
+def _replay_ended(task: asyncio.Task[None], subscriber: Subscriber, channel: str, services: Services) -> None:
+    if subscriber.replays.get(channel) is task:
+        del subscriber.replays[channel]
+    if task.cancelled() or task.exception() is None:
+        return
+    log.error("replay_failed channel=%s", channel, exc_info=task.exception())
+    _abandon(
+        subscriber,
+        channel,
+        services,
+        "replay failed (the database is unavailable): subscribe again with the same since",
+    )
+
+
+def _abandon(subscriber: Subscriber, channel: str, services: Services, reason: str) -> None:
+    """Neither replaying nor live: drop the subscription and say so, so that the client subscribes again."""
+    services.hub.unsubscribe(subscriber, channel)
+    services.hub.offer_to(
+        [subscriber], protocol.encode_error(reason, channel=channel, code="subscribe_failed")
+    )
+
+
+async def _refusal(request: protocol.ChannelRequest, services: Services) -> str | None:
+    """The error that refuses this subscribe, or None."""
     channel = request.channel
     name = channel.name
-    if request.type == "unsubscribe":
-        if services.hub.unsubscribe(subscriber, name):
-            return protocol.encode_ack(name, request.ref)
-        return protocol.encode_error(f"not subscribed to {name}", ref=request.ref, channel=name)
     try:
         status = await services.tables.status(channel)
     except Exception:
@@ -123,5 +190,4 @@ async def _answer(request: protocol.ChannelRequest, subscriber: Subscriber, serv
             ref=request.ref,
             channel=name,
         )
-    services.hub.subscribe(subscriber, name)
-    return protocol.encode_ack(name, request.ref)
+    return None

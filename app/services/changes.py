@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import cast
 
@@ -28,6 +28,25 @@ class Change:
     frame: str
 
 
+class ChangeFramer:
+    """Turns log rows into broadcast frames; one encoder per table, shared by live delivery and replay."""
+
+    def __init__(self) -> None:
+        self._encoders: dict[tuple[str, str], tuple[str, BroadcastEncoder]] = {}
+
+    def frame(
+        self, change_id: int, schema: str, table: str, op: str, record: str | None, old_record: str | None
+    ) -> Change:
+        known = self._encoders.get((schema, table))
+        if known is None:
+            channel = TableChannel(schema, table)
+            known = self._encoders[(schema, table)] = (channel.name, BroadcastEncoder(channel))
+        channel_name, encoder = known
+        return Change(
+            change_id, channel_name, encoder.encode(change_id, cast(Operation, op), record, old_record)
+        )
+
+
 ChangeRow = tuple[int, str, str, str, str | None, str | None]
 
 
@@ -37,34 +56,53 @@ class ChangeFeed:
     Woken by the listener (a NOTIFY, or a reconnect), it runs a sequencer pass and then reads the log
     after the last id it delivered. It never depends on a notification's content, so a notification lost
     while the listener was down costs latency, not data: the next wake-up reads everything since.
+    `last_id` only moves between awaits, after the change it names was published: replays rely on that.
     """
 
     def __init__(
         self,
         pool: AsyncConnectionPool,
+        framer: ChangeFramer,
         publish: Callable[[Change], None],
         *,
-        wait_for_room: Callable[[int], Awaitable[None]],
+        wait_for_room: Callable[[int, Collection[str]], Awaitable[None]],
         batch_size: int,
         batch_bytes: int,
     ) -> None:
         self._pool = pool
+        self._framer = framer
         self._publish = publish
         self._wait_for_room = wait_for_room
         self._batch_size = batch_size
         self._batch_bytes = batch_bytes
         self._wakeup = asyncio.Event()
-        self._encoders: dict[tuple[str, str], tuple[str, BroadcastEncoder]] = {}
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.last_id = 0
 
     async def start_at_head(self) -> None:
         """Begin after the newest change: a fresh service delivers what commits from now on."""
-        async with self._pool.connection() as conn:
-            row = await (await conn.execute(SEQUENCE)).fetchone()
-        self.last_id = int(row[0]) if row else 0
+        self.last_id = await self.sequence()
 
     def wake(self) -> None:
         self._wakeup.set()
+
+    async def sequence(self) -> int:
+        """Number everything committed so far and return the newest id: the position of "now"."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(SEQUENCE)).fetchone()
+        head = int(row[0]) if row else 0
+        if head > self.last_id:
+            self.wake()
+        return head
+
+    async def reached(self, change_id: int) -> None:
+        """Return once every change up to `change_id` has been published."""
+        if self.last_id >= change_id:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((change_id, waiter))
+        self.wake()
+        await waiter
 
     async def run(self) -> None:
         failures = 0
@@ -86,31 +124,27 @@ class ChangeFeed:
             row = await (await conn.execute(SEQUENCE)).fetchone()
             head = int(row[0]) if row else 0
             while self.last_id < head:
-                cursor = await conn.execute(READ, (self.last_id, self._batch_size, self._batch_bytes))
+                # Unprepared: PostgreSQL plans the inlined query with the actual ids (a generic plan is slow).
+                cursor = await conn.execute(
+                    READ, (self.last_id, self._batch_size, self._batch_bytes), prepare=False
+                )
                 rows = cast(list[ChangeRow], await cursor.fetchall())
                 if not rows:
                     log.error("change_log_gap after_id=%d head=%d", self.last_id, head)
                     self.last_id = head
                     break
-                await self._wait_for_room(len(rows))
-                for change_id, schema, table, op, record, old_record in rows:
-                    self._publish(
-                        self._frame(change_id, schema, table, cast(Operation, op), record, old_record)
-                    )
-                    self.last_id = change_id
+                changes = [self._framer.frame(*r) for r in rows]
+                await self._wait_for_room(len(changes), {c.channel for c in changes})
+                for change in changes:
+                    self._publish(change)
+                self.last_id = changes[-1].id
+                self._release_waiters()
+        self._release_waiters()
 
-    def _frame(
-        self,
-        change_id: int,
-        schema: str,
-        table: str,
-        op: Operation,
-        record: str | None,
-        old_record: str | None,
-    ) -> Change:
-        known = self._encoders.get((schema, table))
-        if known is None:
-            channel = TableChannel(schema, table)
-            known = self._encoders[(schema, table)] = (channel.name, BroadcastEncoder(channel))
-        channel_name, encoder = known
-        return Change(change_id, channel_name, encoder.encode(change_id, op, record, old_record))
+    def _release_waiters(self) -> None:
+        if self._waiters:
+            ready = [w for w in self._waiters if w[0] <= self.last_id]
+            self._waiters = [w for w in self._waiters if w[0] > self.last_id]
+            for _, waiter in ready:
+                if not waiter.done():
+                    waiter.set_result(None)

@@ -11,6 +11,7 @@ from app.services.auth import TokenVerifier
 from app.services.changes import ChangeFeed
 from app.services.hub import Hub
 from app.services.listener import ChangeListener
+from app.services.replay import Replayer
 from app.services.tables import TableDirectory
 
 
@@ -25,3 +26,4 @@ class Services:
     tables: TableDirectory
     listener: ChangeListener
     feed: ChangeFeed
+    replayer: Replayer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from app import protocol
 from app.services.auth import Principal
@@ -66,11 +66,16 @@ class Hub:
         if subscribers:
             self.offer_to(subscribers, frame)
 
+    def is_live(self, subscriber: Subscriber, channel: str) -> bool:
+        """Whether the subscriber receives the channel's changes as they are published."""
+        return subscriber in self._channels.get(channel, ())
+
     def has_subscribers(self, channel: str) -> bool:
         return channel in self._channels
 
-    async def wait_for_room(self, frames: int) -> None:
-        """Wait, at most the slow-client timeout, until every subscribed queue can take `frames` more.
+    async def wait_for_room(self, frames: int, channels: Collection[str]) -> None:
+        """Wait, at most the slow-client timeout, until every queue subscribed to `channels` can take
+        `frames` more.
 
         A burst larger than a queue (a bulk UPDATE) then slows delivery to the pace of the slowest reader
         instead of disconnecting readers that are merely slower than the database. A reader still full
@@ -79,11 +84,11 @@ class Hub:
         needed = min(frames, self._send_queue_size)
         deadline = time.monotonic() + self._slow_client_timeout
         # Polling, and only while some queue is full: an event would cost every writer a call per frame.
-        while self._some_queue_lacks(needed) and time.monotonic() < deadline:  # noqa: ASYNC110
+        while self._some_queue_lacks(needed, channels) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.002)
 
-    def _some_queue_lacks(self, room: int) -> bool:
-        return any(s.room < room for s in self._subscribers if s.channels)
+    def _some_queue_lacks(self, room: int, channels: Collection[str]) -> bool:
+        return any(s.room < room for channel in channels for s in self._channels.get(channel, ()))
 
     async def run_heartbeats(self, interval: float) -> None:
         """Send a heartbeat to every connection every `interval` seconds, whatever the client does."""

@@ -25,16 +25,35 @@ class Subscriber:
     caller then closes it.
     """
 
-    __slots__ = ("_capacity", "_closing", "_frames", "_waiter", "channels", "client", "principal")
+    __slots__ = (
+        "_capacity",
+        "_closing",
+        "_frames",
+        "_room_needed",
+        "_room_waiter",
+        "_waiter",
+        "channels",
+        "client",
+        "principal",
+        "replays",
+    )
 
     def __init__(self, principal: Principal, capacity: int, client: str = "") -> None:
         self.principal = principal
         self.client = client
+        # Channels subscribed, live or still replaying; replays in progress, by channel.
         self.channels: set[str] = set()
+        self.replays: dict[str, asyncio.Task[None]] = {}
         self._capacity = capacity
         self._frames: deque[str] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closing: CloseFrame | None = None
+        self._room_waiter: asyncio.Future[None] | None = None
+        self._room_needed = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
 
     @property
     def room(self) -> int:
@@ -60,6 +79,17 @@ class Subscriber:
             self._frames.clear()
         self._closing = CloseFrame(code, reason)
         self._wake()
+        self._wake_room_waiter()
+
+    async def wait_for_room(self, frames: int) -> None:
+        """Wait until `frames` more fit (or the connection is closing): replays are paced by the reader."""
+        self._room_needed = min(frames, self._capacity)
+        while self.room < self._room_needed and self._closing is None:
+            self._room_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._room_waiter
+            finally:
+                self._room_waiter = None
 
     async def next_frame(self) -> str | CloseFrame:
         """The next frame to send, waiting for one; a CloseFrame once the queue is closed and drained."""
@@ -71,7 +101,15 @@ class Subscriber:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._frames.popleft()
+        frame = self._frames.popleft()
+        if self._room_waiter is not None and self.room >= self._room_needed:
+            self._wake_room_waiter()
+        return frame
+
+    def _wake_room_waiter(self) -> None:
+        waiter = self._room_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -95,3 +95,33 @@ def test_missing_binaries_error_names_alternatives(work_dir: Path, monkeypatch: 
     assert "pgserver" in str(excinfo.value)
     assert "DATABASE_URL" in str(excinfo.value)
     assert not (work_dir / "postgres").exists()
+
+
+def test_restart_cuts_sessions_keeps_port_and_data(work_dir: Path) -> None:
+    with EmbeddedPostgres(work_dir / "postgres") as server:
+        url = server.url
+        started = _query(url, "SELECT pg_postmaster_start_time()")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (n integer)")
+            conn.execute("INSERT INTO kept VALUES (42)")
+            server.restart()
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT 1")
+        assert server.url == url
+        assert server.started_here
+        assert _query(url, "SELECT n FROM kept") == 42
+        assert _query(url, "SELECT pg_postmaster_start_time()") != started
+        assert _query(url, "SHOW unix_socket_directories") == str(work_dir / "postgres-sock")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=2)
+
+
+def test_restart_refuses_a_server_it_did_not_start(work_dir: Path) -> None:
+    with pytest.raises(EmbeddedPostgresError, match="not started"):
+        EmbeddedPostgres(work_dir / "postgres").restart()
+    with EmbeddedPostgres(work_dir / "postgres") as owner:
+        reused = EmbeddedPostgres(work_dir / "postgres")
+        reused.start()
+        with pytest.raises(EmbeddedPostgresError, match="not started here"):
+            reused.restart()
+        assert _query(owner.url, "SELECT 1") == 1

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     jwt_algorithms: Annotated[list[str], NoDecode] = Field(
         default=["HS256"], description="Accepted JWT algorithms."
     )
+    realtime_allowed_roles: Annotated[list[str], NoDecode] = Field(
+        default=["anon", "authenticated", "service_role"],
+        description="Database roles a token's role claim may name; anything else is refused at connect.",
+    )
     host: str = "0.0.0.0"  # noqa: S104 - a service container listens on every interface by design
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
@@ -71,9 +75,9 @@ class Settings(BaseSettings):
             raise ValueError("must be a plain identifier: letters, digits and underscores, at most 63")
         return value
 
-    @field_validator("jwt_algorithms", mode="before")
+    @field_validator("jwt_algorithms", "realtime_allowed_roles", mode="before")
     @classmethod
-    def _split_algorithms(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         # NoDecode: the environment gives a string, either a JSON list or comma-separated names.
         if isinstance(value, str):
             if value.lstrip().startswith("["):

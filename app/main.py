@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
                 settings.jwt_algorithms,
                 require_exp=settings.jwt_require_exp,
+                allowed_roles=frozenset(settings.realtime_allowed_roles),
             ),
             tables=TableDirectory(pool),
             listener=listener,

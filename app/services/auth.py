@@ -18,13 +18,21 @@ class AuthError(Exception):
     """A token was refused; `str(error)` is the reason sent to the client (it never contains the token)."""
 
 
+ANONYMOUS_ROLE = "anon"
+DEFAULT_ROLE = "authenticated"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is on the other end of a connection: anonymous, or a token's subject and claims."""
+    """Who is on the other end of a connection: anonymous, or a token's subject and claims.
+
+    `role` is the database role the connection acts as when row-level security is checked.
+    """
 
     user_id: str | None = None
     claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     authenticated: bool = False
+    role: str = ANONYMOUS_ROLE
 
 
 ANONYMOUS = Principal()
@@ -33,10 +41,18 @@ ANONYMOUS = Principal()
 class TokenVerifier:
     """Checks signature, algorithm allow-list, `exp` and `nbf`, and turns a token into a Principal."""
 
-    def __init__(self, secret: str | None, algorithms: list[str], *, require_exp: bool = True) -> None:
+    def __init__(
+        self,
+        secret: str | None,
+        algorithms: list[str],
+        *,
+        require_exp: bool = True,
+        allowed_roles: frozenset[str] = frozenset({"anon", "authenticated", "service_role"}),
+    ) -> None:
         self._secret = secret
         self._algorithms = list(algorithms)
         self._required = ["exp"] if require_exp else []
+        self._allowed_roles = allowed_roles
 
     def verify(self, token: str) -> Principal:
         if self._secret is None:
@@ -65,4 +81,8 @@ class TokenVerifier:
         subject = claims.get("sub")
         if subject is not None and not isinstance(subject, str):
             raise AuthError("token 'sub' claim must be a string")
-        return Principal(user_id=subject, claims=MappingProxyType(claims), authenticated=True)
+        role = claims.get("role", DEFAULT_ROLE)
+        # The service may connect as a superuser: this allow-list is what stops a token from becoming one.
+        if not isinstance(role, str) or role not in self._allowed_roles:
+            raise AuthError(f"token role {str(role)[:64]!r} is not allowed on this server")
+        return Principal(user_id=subject, claims=MappingProxyType(claims), authenticated=True, role=role)

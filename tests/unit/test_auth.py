@@ -49,11 +49,28 @@ def test_anonymous_principal() -> None:
 
 @pytest.mark.parametrize("algorithm", ["HS256", "HS384"])
 def test_valid_token(algorithm: str) -> None:
-    claims = {"sub": "user-42", "exp": in_(60), "role": "admin", "tenant": {"id": 7}}
+    claims = {"sub": "user-42", "exp": in_(60), "role": "service_role", "tenant": {"id": 7}}
     principal = TokenVerifier(SECRET, ["HS256", "HS384"]).verify(token(claims, algorithm=algorithm))
     assert principal.user_id == "user-42"
     assert principal.authenticated is True
     assert dict(principal.claims) == claims
+
+
+def test_role_comes_from_the_claim_and_defaults_to_authenticated(verifier: TokenVerifier) -> None:
+    assert verifier.verify(token({"sub": "u", "exp": in_(60)})).role == "authenticated"
+    assert verifier.verify(token({"sub": "u", "exp": in_(60), "role": "anon"})).role == "anon"
+    assert ANONYMOUS.role == "anon"
+
+
+@pytest.mark.parametrize("role", ["postgres", "admin", "no_such_role", "", 7, ["anon"]])
+def test_roles_outside_the_allow_list_are_refused(verifier: TokenVerifier, role: object) -> None:
+    assert "not allowed" in rejected(verifier, token({"sub": "u", "exp": in_(60), "role": role}))
+
+
+def test_the_allow_list_is_configurable() -> None:
+    only_editors = TokenVerifier(SECRET, ["HS256"], allowed_roles=frozenset({"editor"}))
+    assert only_editors.verify(token({"sub": "u", "exp": in_(60), "role": "editor"})).role == "editor"
+    assert "not allowed" in rejected(only_editors, token({"sub": "u", "exp": in_(60)}))
 
 
 def test_claims_are_read_only(verifier: TokenVerifier) -> None:

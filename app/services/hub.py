@@ -48,6 +48,10 @@ class Hub:
         self._leave_all(subscriber)
         self._subscribers.discard(subscriber)
 
+    def change_principal(self, subscriber: Subscriber, principal: Principal) -> None:
+        """A refreshed token: later changes are authorized with the new principal's role and claims."""
+        subscriber.principal = principal
+
     def subscribe(self, subscriber: Subscriber, channel: str) -> None:
         if subscriber in self._subscribers:
             self._channels.setdefault(channel, set()).add(subscriber)

@@ -68,6 +68,35 @@ class Settings(BaseSettings):
         default=16 * 1024 * 1024, ge=1024, description="Approximate byte budget of one read from the log."
     )
 
+    # The front door: token checks beyond the secret, and per-connection limits.
+    jwt_audience: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Accepted 'aud' values; when set, tokens must carry one of them."
+    )
+    jwt_issuer: str | None = Field(default=None, description="When set, tokens must carry this 'iss'.")
+    jwt_leeway_seconds: float = Field(
+        default=0, ge=0, le=300, description="Clock skew allowed when checking exp, nbf and iat."
+    )
+    jwt_public_key: str | None = Field(
+        default=None, description="PEM public key (or certificate) for RS*/PS*/ES*/EdDSA tokens."
+    )
+    jwt_jwks_url: str | None = Field(
+        default=None, description="JWKS endpoint (http or https) for RS*/PS*/ES*/EdDSA tokens with a kid."
+    )
+    jwt_jwks_cache_seconds: float = Field(default=300, gt=0, description="How long a fetched JWKS is used.")
+    jwt_jwks_cooldown_seconds: float = Field(
+        default=10, ge=0, description="Least time between refetches of the JWKS for an unknown kid."
+    )
+    jwt_jwks_timeout_seconds: float = Field(default=5, gt=0, description="HTTP timeout of a JWKS fetch.")
+    realtime_max_channels_per_connection: int = Field(default=100, ge=1)
+    realtime_max_messages_per_second: float = Field(
+        default=50, gt=0, description="Client messages per second per connection (bursts of as many)."
+    )
+    realtime_max_connections_per_user: int = Field(default=100, ge=1, description="By the token's sub.")
+    realtime_max_connections_per_address: int = Field(default=1000, ge=1, description="By client IP.")
+    realtime_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Origins browsers may connect from; empty: any origin."
+    )
+
     @field_validator("realtime_notify_channel")
     @classmethod
     def _channel_is_identifier(cls, value: str) -> str:
@@ -75,7 +104,9 @@ class Settings(BaseSettings):
             raise ValueError("must be a plain identifier: letters, digits and underscores, at most 63")
         return value
 
-    @field_validator("jwt_algorithms", "realtime_allowed_roles", mode="before")
+    @field_validator(
+        "jwt_algorithms", "realtime_allowed_roles", "jwt_audience", "realtime_allowed_origins", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         # NoDecode: the environment gives a string, either a JSON list or comma-separated names.
@@ -84,6 +115,17 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("realtime_allowed_origins")
+    @classmethod
+    def _normalize_origins(cls, value: list[str]) -> list[str]:
+        # Browsers send `scheme://host[:port]`; scheme and host are case-insensitive.
+        return [origin.rstrip("/").lower() for origin in value]
+
+    @field_validator("jwt_issuer", "jwt_public_key", "jwt_jwks_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -5,20 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from app.config import Settings
 from app.routers import health, realtime, stats
+from app.services.audience import Audience
 from app.services.auth import TokenVerifier
 from app.services.changes import Change, ChangeFeed, ChangeFramer
 from app.services.container import Services
 from app.services.hub import Hub
+from app.services.limits import ConnectionLimiter
 from app.services.listener import ChangeListener
 from app.services.replay import Replayer
 from app.services.retention import ChangeLogPruner
+from app.services.rls import RowSecurity
 from app.services.tables import TableDirectory
 
 log = logging.getLogger(__name__)
@@ -49,14 +52,24 @@ def create_app(settings: Settings) -> FastAPI:
             slow_client_timeout=settings.realtime_slow_client_timeout,
         )
 
-        def publish(change: Change) -> None:
-            hub.publish(change.channel, change.frame)
+        def publish(change: Change, per_audience: Mapping[Audience, str | None] | None) -> None:
+            if per_audience is None:
+                hub.publish(change.channel, change.frame)
+            else:
+                hub.publish_per_audience(change.channel, per_audience)
 
         framer = ChangeFramer()
+        # Leave pool connections for the feed's own reads and for subscribes while checks run.
+        rls = RowSecurity(pool, framer, concurrency=max(1, settings.realtime_pool_size - 3))
+
+        def authorize(changes: Sequence[Change]) -> Awaitable[dict[int, dict[Audience, str | None]]]:
+            return rls.authorize(changes, hub.audiences)
+
         feed = ChangeFeed(
             pool,
             framer,
             publish,
+            authorize=authorize,
             wait_for_room=hub.wait_for_room,
             batch_size=settings.realtime_fetch_batch,
             batch_bytes=settings.realtime_fetch_batch_bytes,
@@ -72,15 +85,29 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.jwt_algorithms,
                 require_exp=settings.jwt_require_exp,
                 allowed_roles=frozenset(settings.realtime_allowed_roles),
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                leeway=settings.jwt_leeway_seconds,
+                public_key=settings.jwt_public_key,
+                jwks_url=settings.jwt_jwks_url,
+                jwks_cache_seconds=settings.jwt_jwks_cache_seconds,
+                jwks_cooldown_seconds=settings.jwt_jwks_cooldown_seconds,
+                jwks_timeout=settings.jwt_jwks_timeout_seconds,
+            ),
+            limits=ConnectionLimiter(
+                per_user=settings.realtime_max_connections_per_user,
+                per_address=settings.realtime_max_connections_per_address,
             ),
             tables=TableDirectory(pool),
             listener=listener,
             feed=feed,
+            rls=rls,
             replayer=Replayer(
                 pool,
                 hub,
                 feed,
                 framer,
+                rls,
                 batch=settings.realtime_fetch_batch,
                 batch_bytes=settings.realtime_fetch_batch_bytes,
             ),

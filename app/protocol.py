@@ -6,7 +6,7 @@ strings once per message; a change's frame is built once and shared by all of it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
@@ -54,6 +54,14 @@ class ChannelRequest:
     since: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AccessTokenRequest:
+    """`{"type":"access_token","token":"..."}`: replaces the connection's token before it expires."""
+
+    token: str = field(repr=False)  # a credential: kept out of reprs, and so out of logs
+    ref: Ref | None = None
+
+
 def parse_channel(value: object) -> TableChannel:
     """Validate a channel name. The schema ends at the first dot; the table name may contain dots."""
     if value is None:
@@ -77,12 +85,37 @@ def parse_channel(value: object) -> TableChannel:
 
 def parse_client_message(text: str) -> ChannelRequest:
     """Turn one client text frame into a request, or raise ProtocolError with a readable reason."""
+    return _channel_request(_load_object(text))
+
+
+def parse_request(text: str) -> ChannelRequest | AccessTokenRequest:
+    """Like parse_client_message, and also accepts the in-band token refresh (`access_token`)."""
+    message = _load_object(text)
+    if message.get("type") == "access_token":
+        return _access_token_request(message)
+    return _channel_request(message)
+
+
+def _load_object(text: str) -> dict[str, object]:
     try:
         message = orjson.loads(text)
     except orjson.JSONDecodeError:
         raise ProtocolError("malformed JSON") from None
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object")
+    return message
+
+
+def _access_token_request(message: dict[str, object]) -> AccessTokenRequest:
+    ref = _parse_ref(message.get("ref"))
+    token = message.get("token")
+    # The message never quotes the token back: it is a credential.
+    if not isinstance(token, str) or not token:
+        raise ProtocolError("access_token needs 'token': the new JWT, as a non-empty string", ref)
+    return AccessTokenRequest(token, ref)
+
+
+def _channel_request(message: dict[str, object]) -> ChannelRequest:
     ref = _parse_ref(message.get("ref"))
     kind = message.get("type")
     if kind not in ("subscribe", "unsubscribe"):
@@ -134,6 +167,14 @@ def _dumps(value: object) -> str:
 
 def encode_ack(channel: str, ref: Ref | None = None) -> str:
     message: dict[str, object] = {"type": "ack", "channel": channel}
+    if ref is not None:
+        message["ref"] = ref
+    return _dumps(message)
+
+
+def encode_reply(ref: Ref | None = None) -> str:
+    """An ack of a request that names no channel (an access_token)."""
+    message: dict[str, object] = {"type": "ack"}
     if ref is not None:
         message["ref"] = ref
     return _dumps(message)

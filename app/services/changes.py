@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -21,10 +21,17 @@ READ = "SELECT * FROM fluxbase_realtime.changes_after(%s, %s, %s)"
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One committed row change, framed for the wire."""
+    """One committed row change: what it is (records as JSON text), and its frame for every subscriber
+    that may see all of it. `rls`: its table had row-level security enabled when it was read."""
 
     id: int
     channel: str
+    schema: str
+    table: str
+    op: str
+    record: str | None
+    old_record: str | None
+    rls: bool
     frame: str
 
 
@@ -34,20 +41,35 @@ class ChangeFramer:
     def __init__(self) -> None:
         self._encoders: dict[tuple[str, str], tuple[str, BroadcastEncoder]] = {}
 
-    def frame(
-        self, change_id: int, schema: str, table: str, op: str, record: str | None, old_record: str | None
+    def change(
+        self,
+        change_id: int,
+        schema: str,
+        table: str,
+        op: str,
+        record: str | None,
+        old_record: str | None,
+        rls: bool,
     ) -> Change:
+        channel_name, encoder = self._encoder(schema, table)
+        frame = encoder.encode(change_id, cast(Operation, op), record, old_record)
+        return Change(change_id, channel_name, schema, table, op, record, old_record, rls, frame)
+
+    def encode(
+        self, change_id: int, schema: str, table: str, op: str, record: str | None, old_record: str | None
+    ) -> str:
+        return self._encoder(schema, table)[1].encode(change_id, cast(Operation, op), record, old_record)
+
+    def _encoder(self, schema: str, table: str) -> tuple[str, BroadcastEncoder]:
         known = self._encoders.get((schema, table))
         if known is None:
             channel = TableChannel(schema, table)
             known = self._encoders[(schema, table)] = (channel.name, BroadcastEncoder(channel))
-        channel_name, encoder = known
-        return Change(
-            change_id, channel_name, encoder.encode(change_id, cast(Operation, op), record, old_record)
-        )
+        return known
 
 
-ChangeRow = tuple[int, str, str, str, str | None, str | None]
+ChangeRow = tuple[int, str, str, str, str | None, str | None, bool]
+Authorize = Callable[[Sequence[Change]], Awaitable[Mapping[int, Mapping[Any, str | None]]]]
 
 
 class ChangeFeed:
@@ -57,14 +79,17 @@ class ChangeFeed:
     after the last id it delivered. It never depends on a notification's content, so a notification lost
     while the listener was down costs latency, not data: the next wake-up reads everything since.
     `last_id` only moves between awaits, after the change it names was published: replays rely on that.
+    Changes of tables with row-level security are authorized per audience (`authorize`) before they are
+    published; `settled_at` tells a joining subscriber when no batch is between read and published.
     """
 
     def __init__(
         self,
         pool: AsyncConnectionPool,
         framer: ChangeFramer,
-        publish: Callable[[Change], None],
+        publish: Callable[[Change, Mapping[Any, str | None] | None], None],
         *,
+        authorize: Authorize,
         wait_for_room: Callable[[int, Collection[str]], Awaitable[None]],
         batch_size: int,
         batch_bytes: int,
@@ -72,16 +97,19 @@ class ChangeFeed:
         self._pool = pool
         self._framer = framer
         self._publish = publish
+        self._authorize = authorize
         self._wait_for_room = wait_for_room
         self._batch_size = batch_size
         self._batch_bytes = batch_bytes
         self._wakeup = asyncio.Event()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.last_id = 0
+        # The end of the batch read but not yet published (== last_id when none is).
+        self.reading_to = 0
 
     async def start_at_head(self) -> None:
         """Begin after the newest change: a fresh service delivers what commits from now on."""
-        self.last_id = await self.sequence()
+        self.last_id = self.reading_to = await self.sequence()
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -95,8 +123,14 @@ class ChangeFeed:
             self.wake()
         return head
 
+    def settled_at(self, change_id: int) -> bool:
+        """Everything up to `change_id`, and nothing after it, has been published, and no batch is in
+        flight: a subscriber that has everything up to `change_id` can join live delivery now."""
+        return self.last_id == change_id == self.reading_to
+
     async def reached(self, change_id: int) -> None:
-        """Return once every change up to `change_id` has been published."""
+        """Return once every change up to `change_id` (and any batch in flight) has been published."""
+        change_id = max(change_id, self.reading_to)
         if self.last_id >= change_id:
             return
         waiter = asyncio.get_running_loop().create_future()
@@ -131,12 +165,18 @@ class ChangeFeed:
                 rows = cast(list[ChangeRow], await cursor.fetchall())
                 if not rows:
                     log.error("change_log_gap after_id=%d head=%d", self.last_id, head)
-                    self.last_id = head
+                    self.last_id = self.reading_to = head
                     break
-                changes = [self._framer.frame(*r) for r in rows]
-                await self._wait_for_room(len(changes), {c.channel for c in changes})
+                changes = [self._framer.change(*r) for r in rows]
+                self.reading_to = changes[-1].id
+                try:
+                    per_audience = await self._authorize(changes) if any(c.rls for c in changes) else {}
+                    await self._wait_for_room(len(changes), {c.channel for c in changes})
+                except BaseException:
+                    self.reading_to = self.last_id
+                    raise
                 for change in changes:
-                    self._publish(change)
+                    self._publish(change, per_audience.get(change.id))
                 self.last_id = changes[-1].id
                 self._release_waiters()
         self._release_waiters()

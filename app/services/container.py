@@ -10,8 +10,10 @@ from app.config import Settings
 from app.services.auth import TokenVerifier
 from app.services.changes import ChangeFeed
 from app.services.hub import Hub
+from app.services.limits import ConnectionLimiter
 from app.services.listener import ChangeListener
 from app.services.replay import Replayer
+from app.services.rls import RowSecurity
 from app.services.tables import TableDirectory
 
 
@@ -23,7 +25,9 @@ class Services:
     pool: AsyncConnectionPool
     hub: Hub
     verifier: TokenVerifier
+    limits: ConnectionLimiter
     tables: TableDirectory
     listener: ChangeListener
     feed: ChangeFeed
+    rls: RowSecurity
     replayer: Replayer

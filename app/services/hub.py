@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from app import protocol
+from app.services.audience import Audience, audience_of
 from app.services.auth import Principal
 from app.services.subscribers import Subscriber
 
@@ -18,12 +19,13 @@ CLOSE_GOING_AWAY = 1001
 
 
 class Hub:
-    """Channel → subscribers. Publishing hands the same frame object to every subscriber's queue."""
+    """Channel → audience → subscribers. Publishing hands the same frame object to every subscriber of an
+    audience (of the whole channel, for tables without row-level security)."""
 
     def __init__(self, *, send_queue_size: int, slow_client_timeout: float) -> None:
         self._send_queue_size = send_queue_size
         self._slow_client_timeout = slow_client_timeout
-        self._channels: dict[str, set[Subscriber]] = {}
+        self._channels: dict[str, dict[Audience, set[Subscriber]]] = {}
         self._subscribers: set[Subscriber] = set()
         self.slow_consumer_disconnects = 0
 
@@ -48,14 +50,29 @@ class Hub:
         self._leave_all(subscriber)
         self._subscribers.discard(subscriber)
 
-    def change_principal(self, subscriber: Subscriber, principal: Principal) -> None:
-        """A refreshed token: later changes are authorized with the new principal's role and claims."""
+    def change_principal(self, subscriber: Subscriber, principal: Principal) -> list[str]:
+        """Give the subscriber a refreshed token's principal. It leaves live delivery on every channel
+        whose audience changes (returned): the caller rejoins them, so that nothing authorized for the old
+        audience but not yet published is lost or sent twice."""
         subscriber.principal = principal
+        audience = audience_of(principal)
+        if audience == subscriber.audience:
+            return []
+        left = [channel for channel in subscriber.channels if self.is_live(subscriber, channel)]
+        for channel in left:
+            self._leave(subscriber, channel)
+        subscriber.audience = audience
+        return left
 
     def subscribe(self, subscriber: Subscriber, channel: str) -> None:
         if subscriber in self._subscribers:
-            self._channels.setdefault(channel, set()).add(subscriber)
+            groups = self._channels.setdefault(channel, {})
+            groups.setdefault(subscriber.audience, set()).add(subscriber)
             subscriber.channels.add(channel)
+
+    def audiences(self, channel: str) -> list[Audience]:
+        """The audiences with a live subscriber on the channel."""
+        return list(self._channels.get(channel, ()))
 
     def unsubscribe(self, subscriber: Subscriber, channel: str) -> bool:
         """False when the subscriber was not subscribed to the channel."""
@@ -66,13 +83,20 @@ class Hub:
         return True
 
     def publish(self, channel: str, frame: str) -> None:
-        subscribers = self._channels.get(channel)
-        if subscribers:
+        # Snapshots: a subscriber closed as too slow leaves its group, which may empty and disappear.
+        for subscribers in list(self._channels.get(channel, {}).values()):
             self.offer_to(subscribers, frame)
+
+    def publish_per_audience(self, channel: str, frames: Mapping[Audience, str | None]) -> None:
+        """Each audience gets its own frame (None: this change is not for it)."""
+        for audience, subscribers in list(self._channels.get(channel, {}).items()):
+            frame = frames.get(audience)
+            if frame is not None:
+                self.offer_to(subscribers, frame)
 
     def is_live(self, subscriber: Subscriber, channel: str) -> bool:
         """Whether the subscriber receives the channel's changes as they are published."""
-        return subscriber in self._channels.get(channel, ())
+        return subscriber in self._channels.get(channel, {}).get(subscriber.audience, ())
 
     def has_subscribers(self, channel: str) -> bool:
         return channel in self._channels
@@ -92,7 +116,12 @@ class Hub:
             await asyncio.sleep(0.002)
 
     def _some_queue_lacks(self, room: int, channels: Collection[str]) -> bool:
-        return any(s.room < room for channel in channels for s in self._channels.get(channel, ()))
+        return any(
+            s.room < room
+            for channel in channels
+            for subscribers in self._channels.get(channel, {}).values()
+            for s in subscribers
+        )
 
     async def run_heartbeats(self, interval: float) -> None:
         """Send a heartbeat to every connection every `interval` seconds, whatever the client does."""
@@ -122,8 +151,13 @@ class Hub:
         subscriber.channels.clear()
 
     def _leave(self, subscriber: Subscriber, channel: str) -> None:
-        members = self._channels.get(channel)
+        groups = self._channels.get(channel)
+        if groups is None:
+            return
+        members = groups.get(subscriber.audience)
         if members is not None:
             members.discard(subscriber)
             if not members:
-                del self._channels[channel]
+                del groups[subscriber.audience]
+                if not groups:
+                    del self._channels[channel]

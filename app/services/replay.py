@@ -11,6 +11,7 @@ from app import protocol
 from app.protocol import TableChannel
 from app.services.changes import ChangeFeed, ChangeFramer
 from app.services.hub import Hub
+from app.services.rls import RowSecurity
 from app.services.subscribers import Subscriber
 
 REPLAY = "SELECT * FROM fluxbase_realtime.table_changes_after(%s, %s, %s, %s, %s, %s)"
@@ -19,7 +20,7 @@ HEAD = "SELECT next_id - 1 FROM fluxbase_realtime.sequencer_state"
 # Ids are dense across all tables: one query looks at most this many ids, whatever the channel's share.
 WINDOW = 20_000
 
-ReplayRow = tuple[int, str, str, str, str | None, str | None, int]
+ReplayRow = tuple[int, str, str, str, str | None, str | None, bool, int]
 
 
 class Replayer:
@@ -36,10 +37,12 @@ class Replayer:
         hub: Hub,
         feed: ChangeFeed,
         framer: ChangeFramer,
+        rls: RowSecurity,
         *,
         batch: int,
         batch_bytes: int,
     ) -> None:
+        self._rls = rls
         self._pool = pool
         self._hub = hub
         self._feed = feed
@@ -65,11 +68,11 @@ class Replayer:
             # Caught up only when the feed has published everything up to the cursor (a client coming from
             # another instance may be ahead of this one's feed by a few changes).
             await self._feed.reached(cursor)
-            upto = self._feed.last_id
-            if cursor >= upto:
+            if self._feed.settled_at(cursor):
                 if name in subscriber.channels:  # not unsubscribed meanwhile
                     self._hub.subscribe(subscriber, name)
                 return
+            upto = self._feed.last_id
             await subscriber.wait_for_room(batch)
             if subscriber.closing:
                 return
@@ -86,10 +89,14 @@ class Replayer:
             if oldest > cursor + 1 and not gap_reported:
                 gap_reported = True
                 self._hub.offer_to([subscriber], _gap_error(name, cursor, oldest))
-            for change_id, schema, table, op, record, old_record, _ in rows:
-                change = self._framer.frame(change_id, schema, table, op, record, old_record)
-                self._hub.offer_to([subscriber], change.frame)
-            cursor = rows[-1][6] if rows else upto
+            changes = [self._framer.change(*row[:7]) for row in rows]
+            audience = subscriber.audience
+            per_audience = await self._rls.authorize_for(changes, audience)
+            for change in changes:
+                frame = per_audience[change.id].get(audience) if change.id in per_audience else change.frame
+                if frame is not None:
+                    self._hub.offer_to([subscriber], frame)
+            cursor = rows[-1][7] if rows else upto
 
     async def _starting_point(self, subscriber: Subscriber, name: str, since: int) -> int:
         """`since`, or where replay can start when the log no longer (or never) held what follows it."""

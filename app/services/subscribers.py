@@ -6,6 +6,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass
 
+from app.services.audience import Audience, audience_of
 from app.services.auth import Principal
 
 
@@ -32,6 +33,7 @@ class Subscriber:
         "_room_needed",
         "_room_waiter",
         "_waiter",
+        "audience",
         "channels",
         "client",
         "principal",
@@ -40,6 +42,7 @@ class Subscriber:
 
     def __init__(self, principal: Principal, capacity: int, client: str = "") -> None:
         self.principal = principal
+        self.audience: Audience = audience_of(principal)
         self.client = client
         # Channels subscribed, live or still replaying; replays in progress, by channel.
         self.channels: set[str] = set()

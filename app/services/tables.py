@@ -12,7 +12,6 @@ from app.protocol import TableChannel
 class TableStatus(StrEnum):
     MISSING = "missing"
     DISABLED = "disabled"
-    PROTECTED = "protected"  # row-level security is on: refused until it is enforced per subscriber
     ENABLED = "enabled"
 
 

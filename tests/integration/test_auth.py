@@ -92,14 +92,36 @@ async def test_without_jwt_secret_tokens_are_refused_but_anonymous_works(databas
 
 async def test_tokens_never_reach_the_logs(database_url: str, capfd: pytest.CaptureFixture[str]) -> None:
     secret_token = token(sub="log-check")
+    header_token = token(sub="log-check", via="header")
+    refreshed_token = token(sub="log-check", via="access_token")
+    refused_token = token(sub="someone-else", via="access_token")
+    tokens = [secret_token, header_token, refreshed_token, refused_token]
     with ServerThread(make_settings(database_url, log_level="info")) as server:
         async with realtime_client(f"{server.ws_url}?token={secret_token}") as client:
             await client.send(type="unsubscribe", channel="table:public.nothing")
             await client.receive()
         async with realtime_client(f"{server.ws_url}?token=garbage-{secret_token}") as client:
             await client.receive()
+        # The Authorization header, accepted and refused.
+        bearer = {"Authorization": f"Bearer {header_token}"}
+        async with realtime_client(server.ws_url, additional_headers=bearer) as client:
+            # In-band refreshes: accepted, refused (another sub), and malformed.
+            await client.send(type="access_token", token=refreshed_token, ref=1)
+            assert (await client.receive())["type"] == "ack"
+            await client.send(type="access_token", token=refused_token, ref=2)
+            assert (await client.receive())["type"] == "error"
+            await client.send(type="access_token", token=f"garbage-{refreshed_token}", ref=3)
+            assert (await client.receive())["type"] == "error"
+        bearer = {"Authorization": f"Bearer garbage-{header_token}"}
+        async with realtime_client(server.ws_url, additional_headers=bearer) as client:
+            await client.receive()
+        async with realtime_client(
+            f"{server.ws_url}?token={secret_token}", additional_headers=bearer
+        ) as client:
+            await client.receive()
     output = capfd.readouterr()
     logged = output.out + output.err
     assert "/realtime?token=[redacted]" in logged  # uvicorn did log the connection, and it was scrubbed
-    assert secret_token not in logged
-    assert secret_token.split(".")[2] not in logged
+    for leaked in tokens:
+        assert leaked not in logged
+        assert leaked.split(".")[2] not in logged

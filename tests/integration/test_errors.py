@@ -103,14 +103,3 @@ async def test_frame_at_the_limit_is_accepted(server: ServerThread) -> None:
         await client.send_raw(frame)
         error = await client.receive()
     assert "unknown message type" in error["error"]
-
-
-async def test_tables_with_row_level_security_are_refused(
-    server: ServerThread, db: psycopg.AsyncConnection, table: str
-) -> None:
-    await db.execute(sql.SQL("ALTER TABLE public.{} ENABLE ROW LEVEL SECURITY").format(sql.Identifier(table)))
-    async with realtime_client(server.ws_url) as client:
-        await client.send(type="subscribe", channel=f"table:public.{table}")
-        error = await client.receive()
-    assert error["type"] == "error"
-    assert "row-level security" in error["error"]

@@ -108,3 +108,60 @@ def test_invalid_values(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -
     monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError, match=key.lower()):
         settings()
+
+
+def test_front_door_defaults() -> None:
+    s = settings()
+    assert (s.jwt_audience, s.jwt_issuer, s.jwt_leeway_seconds) == ([], None, 0)
+    assert (s.jwt_public_key, s.jwt_jwks_url) == (None, None)
+    assert s.realtime_max_channels_per_connection == 100
+    assert s.realtime_max_messages_per_second == 50
+    assert s.realtime_max_connections_per_user == 100
+    assert s.realtime_max_connections_per_address == 1000
+    assert s.realtime_allowed_origins == []
+
+
+def test_front_door_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "JWT_AUDIENCE": "realtime, api",
+        "JWT_ISSUER": "https://auth.example",
+        "JWT_LEEWAY_SECONDS": "2.5",
+        "JWT_JWKS_URL": "https://auth.example/jwks.json",
+        "REALTIME_MAX_MESSAGES_PER_SECOND": "0.5",
+        "REALTIME_ALLOWED_ORIGINS": '["HTTPS://App.Example/", "http://localhost:3000"]',
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s = settings()
+    assert s.jwt_audience == ["realtime", "api"]
+    assert s.jwt_issuer == "https://auth.example"
+    assert s.jwt_leeway_seconds == 2.5
+    assert s.jwt_jwks_url == "https://auth.example/jwks.json"
+    assert s.realtime_max_messages_per_second == 0.5
+    assert s.realtime_allowed_origins == ["https://app.example", "http://localhost:3000"]
+
+
+def test_empty_front_door_strings_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("JWT_ISSUER", "JWT_PUBLIC_KEY", "JWT_JWKS_URL", "JWT_AUDIENCE", "REALTIME_ALLOWED_ORIGINS"):
+        monkeypatch.setenv(key, "")
+    s = settings()
+    assert (s.jwt_issuer, s.jwt_public_key, s.jwt_jwks_url) == (None, None, None)
+    assert (s.jwt_audience, s.realtime_allowed_origins) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("REALTIME_MAX_CHANNELS_PER_CONNECTION", "0"),
+        ("REALTIME_MAX_MESSAGES_PER_SECOND", "0"),
+        ("REALTIME_MAX_CONNECTIONS_PER_USER", "0"),
+        ("REALTIME_MAX_CONNECTIONS_PER_ADDRESS", "-1"),
+        ("JWT_LEEWAY_SECONDS", "-1"),
+        ("JWT_LEEWAY_SECONDS", "3600"),
+        ("JWT_JWKS_CACHE_SECONDS", "0"),
+    ],
+)
+def test_invalid_front_door_values(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
+    monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match=key.lower()):
+        settings()

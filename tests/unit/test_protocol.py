@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from app.protocol import (
     HEARTBEAT,
+    AccessTokenRequest,
     BroadcastEncoder,
     ChannelRequest,
     Operation,
@@ -19,8 +20,10 @@ from app.protocol import (
     TableChannel,
     encode_ack,
     encode_error,
+    encode_reply,
     parse_channel,
     parse_client_message,
+    parse_request,
 )
 
 
@@ -385,3 +388,55 @@ def test_broadcast_is_always_valid_json(
         assert "old_record" not in payload
     else:
         assert payload["old_record"] == orjson.loads(old_record)
+
+
+# --- access_token (the in-band token refresh) -----------------------------------------------------------
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl"
+
+
+def test_access_token_is_parsed() -> None:
+    request = parse_request(message(type="access_token", token=TOKEN, ref="r1"))
+    assert request == AccessTokenRequest(TOKEN, "r1")
+    assert parse_request(message(type="access_token", token=TOKEN)) == AccessTokenRequest(TOKEN)
+
+
+def test_access_token_never_shows_in_a_repr() -> None:
+    assert TOKEN not in repr(AccessTokenRequest(TOKEN, 7))
+
+
+@pytest.mark.parametrize("token", [None, "", 42, ["a.b.c"], {"token": "x"}])
+def test_access_token_needs_a_token_string(token: object) -> None:
+    with pytest.raises(ProtocolError, match="token") as caught:
+        parse_request(message(type="access_token", token=token, ref=3))
+    assert caught.value.ref == 3
+
+
+def test_access_token_bad_ref_is_refused_without_quoting_the_token() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_request(message(type="access_token", token=TOKEN, ref="r" * 200))
+    assert TOKEN not in str(caught.value)
+
+
+def test_parse_request_handles_channel_requests_like_parse_client_message() -> None:
+    for text in (
+        message(type="subscribe", channel="table:public.t", ref=1, since="4"),
+        message(type="unsubscribe", channel="table:public.t"),
+    ):
+        assert parse_request(text) == parse_client_message(text)
+    for bad in ("nope", "[]", message(type="publish"), message(channel="table:public.t")):
+        with pytest.raises(ProtocolError) as expected:
+            parse_client_message(bad)
+        with pytest.raises(ProtocolError) as got:
+            parse_request(bad)
+        assert str(got.value) == str(expected.value)
+
+
+def test_parse_client_message_still_refuses_access_token() -> None:
+    with pytest.raises(ProtocolError, match="unknown message type"):
+        parse_client_message(message(type="access_token", token=TOKEN))
+
+
+def test_encode_reply() -> None:
+    assert orjson.loads(encode_reply("r1")) == {"type": "ack", "ref": "r1"}
+    assert orjson.loads(encode_reply()) == {"type": "ack"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -68,6 +69,43 @@ class ChangeFramer:
         return known
 
 
+class RecentChanges:
+    """The newest published changes, consecutive ids, bounded in count and frame bytes: a subscriber
+    joining live catches up from here without a query."""
+
+    def __init__(self, *, max_changes: int = 8192, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self._changes: deque[Change] = deque()
+        self._bytes = 0
+        self._max_changes = max_changes
+        self._max_bytes = max_bytes
+
+    def add(self, change: Change) -> None:
+        if self._changes and change.id != self._changes[-1].id + 1:
+            self.clear()  # a gap in the ids: what is held would no longer be provably complete
+        self._changes.append(change)
+        self._bytes += len(change.frame)
+        while len(self._changes) > self._max_changes or (
+            self._bytes > self._max_bytes and len(self._changes) > 1
+        ):
+            self._bytes -= len(self._changes.popleft().frame)
+
+    def clear(self) -> None:
+        self._changes.clear()
+        self._bytes = 0
+
+    def after(self, cursor: int) -> list[Change] | None:
+        """Every held change after `cursor`, oldest first; None when some of them are no longer held."""
+        if not self._changes or self._changes[0].id > cursor + 1:
+            return None
+        newer: list[Change] = []
+        for change in reversed(self._changes):
+            if change.id <= cursor:
+                break
+            newer.append(change)
+        newer.reverse()
+        return newer
+
+
 ChangeRow = tuple[int, str, str, str, str | None, str | None, bool]
 Authorize = Callable[[Sequence[Change]], Awaitable[Mapping[int, Mapping[Any, str | None]]]]
 
@@ -106,6 +144,7 @@ class ChangeFeed:
         self.last_id = 0
         # The end of the batch read but not yet published (== last_id when none is).
         self.reading_to = 0
+        self.recent = RecentChanges()
 
     async def start_at_head(self) -> None:
         """Begin after the newest change: a fresh service delivers what commits from now on."""
@@ -166,6 +205,7 @@ class ChangeFeed:
                 if not rows:
                     log.error("change_log_gap after_id=%d head=%d", self.last_id, head)
                     self.last_id = self.reading_to = head
+                    self.recent.clear()
                     break
                 changes = [self._framer.change(*r) for r in rows]
                 self.reading_to = changes[-1].id
@@ -177,6 +217,7 @@ class ChangeFeed:
                     raise
                 for change in changes:
                     self._publish(change, per_audience.get(change.id))
+                    self.recent.add(change)
                 self.last_id = changes[-1].id
                 self._release_waiters()
         self._release_waiters()

@@ -47,6 +47,8 @@ class Hub:
         return subscriber
 
     def disconnect(self, subscriber: Subscriber) -> None:
+        """The socket is gone: forget the subscriber, and close it so that nothing waits on it any more."""
+        subscriber.close(CLOSE_GOING_AWAY, "disconnected", drop_pending=True)
         self._leave_all(subscriber)
         self._subscribers.discard(subscriber)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 from psycopg import AsyncConnection
@@ -9,7 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from app import protocol
 from app.protocol import TableChannel
-from app.services.changes import ChangeFeed, ChangeFramer
+from app.services.changes import Change, ChangeFeed, ChangeFramer
 from app.services.hub import Hub
 from app.services.rls import RowSecurity
 from app.services.subscribers import Subscriber
@@ -60,43 +61,77 @@ class Replayer:
     ) -> None:
         """Send the channel's changes after `cursor` up to the live feed, then subscribe live.
 
-        Returns without waiting when the feed is exactly at `cursor` (a plain subscribe, usually).
+        Returns without waiting when the feed is exactly at `cursor` (a plain subscribe, usually). Recent
+        changes come from the feed's memory, without a query, so a join does not chase a busy feed.
         """
         name = channel.name
         batch = max(1, min(self._batch, subscriber.capacity // 2))
+        me = asyncio.current_task()
+        tracked = subscriber.replays.get(name) is me
+
+        def wanted() -> bool:
+            # Not left to cancellation alone: on Python 3.11 a cancel can be lost while waiting for a pool
+            # connection (CPython gh-86296), so a replay checks it is still the one wanted after each await.
+            if subscriber.closing or name not in subscriber.channels:
+                return False
+            return subscriber.replays.get(name) is me if tracked else True
+
         while True:
             # Caught up only when the feed has published everything up to the cursor (a client coming from
             # another instance may be ahead of this one's feed by a few changes).
             await self._feed.reached(cursor)
+            if not wanted():
+                return
             if self._feed.settled_at(cursor):
-                if name in subscriber.channels:  # not unsubscribed meanwhile
-                    self._hub.subscribe(subscriber, name)
+                self._hub.subscribe(subscriber, name)
                 return
             upto = self._feed.last_id
-            await subscriber.wait_for_room(batch)
-            if subscriber.closing:
-                return
-            upto = min(upto, cursor + WINDOW)
-            async with self._pool.connection() as conn:
-                result = await conn.execute(
-                    REPLAY,
-                    (channel.schema, channel.table, cursor, upto, batch, self._batch_bytes),
-                    prepare=False,
+            recent = self._feed.recent.after(cursor)
+            if recent is not None and len(recent) <= subscriber.room:
+                changes = [c for c in recent if c.channel == name]
+                next_cursor = upto
+            else:
+                await subscriber.wait_for_room(batch)
+                if not wanted():
+                    return
+                changes, next_cursor, gap_reported = await self._read(
+                    subscriber, channel, cursor, min(upto, cursor + WINDOW), batch, gap_reported
                 )
-                rows = cast(list[ReplayRow], await result.fetchall())
-                # Checked after the read: if nothing after the cursor was pruned by now, the read saw it all.
-                oldest = await self._scalar(conn, OLDEST)
-            if oldest > cursor + 1 and not gap_reported:
-                gap_reported = True
-                self._hub.offer_to([subscriber], _gap_error(name, cursor, oldest))
-            changes = [self._framer.change(*row[:7]) for row in rows]
             audience = subscriber.audience
-            per_audience = await self._rls.authorize_for(changes, audience)
+            per_audience = (
+                await self._rls.authorize_for(changes, audience) if any(c.rls for c in changes) else {}
+            )
+            if not wanted():
+                return
             for change in changes:
                 frame = per_audience[change.id].get(audience) if change.id in per_audience else change.frame
                 if frame is not None:
                     self._hub.offer_to([subscriber], frame)
-            cursor = rows[-1][7] if rows else upto
+            cursor = next_cursor
+
+    async def _read(
+        self,
+        subscriber: Subscriber,
+        channel: TableChannel,
+        cursor: int,
+        upto: int,
+        batch: int,
+        gap_reported: bool,
+    ) -> tuple[list[Change], int, bool]:
+        """The channel's changes in (cursor, upto] from the log, how far that is complete, and whether a
+        replay gap has been reported (it is, here, if the log was pruned past the cursor meanwhile)."""
+        async with self._pool.connection() as conn:
+            result = await conn.execute(
+                REPLAY, (channel.schema, channel.table, cursor, upto, batch, self._batch_bytes), prepare=False
+            )
+            rows = cast(list[ReplayRow], await result.fetchall())
+            # Checked after the read: if nothing after the cursor was pruned by now, the read saw it all.
+            oldest = await self._scalar(conn, OLDEST)
+        if oldest > cursor + 1 and not gap_reported:
+            gap_reported = True
+            self._hub.offer_to([subscriber], _gap_error(channel.name, cursor, oldest))
+        changes = [self._framer.change(*row[:7]) for row in rows]
+        return changes, (rows[-1][7] if rows else upto), gap_reported
 
     async def _starting_point(self, subscriber: Subscriber, name: str, since: int) -> int:
         """`since`, or where replay can start when the log no longer (or never) held what follows it."""

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.logs import logging_config
+from app.wire import DirectWriteProtocol
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, *, host: str, port: int) -> uvicorn.Config:
@@ -19,7 +20,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, *, host: str, port: int) ->
         port=port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
+        ws=DirectWriteProtocol,  # websockets-sansio, plus the direct path for broadcasts (app.wire)
         ws_per_message_deflate=settings.realtime_ws_compression,
         # uvicorn drops frames over this without a word; ours are checked in the app, which explains the
         # refusal, so uvicorn's limit sits well above REALTIME_MAX_MESSAGE_BYTES.

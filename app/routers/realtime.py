@@ -16,6 +16,7 @@ from app.services.container import Services
 from app.services.limits import Admission, ExpiryTimer, LimitExceeded, MessageRate, origin_allowed
 from app.services.subscribers import CloseFrame, Subscriber
 from app.services.tables import TableStatus
+from app.wire import FRAME_WRITER
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -46,6 +47,7 @@ async def realtime_socket(websocket: WebSocket, services: ServicesDep) -> None:
         return
     # Nothing between the lease and the `try` can raise: the `finally` releases it on every path.
     subscriber = services.hub.connect(principal, client)
+    subscriber.attach(websocket.scope.get("extensions", {}).get(FRAME_WRITER))
     expiry = ExpiryTimer(lambda: _token_expired(subscriber))
     expiry.schedule(services.verifier.expires_at(principal))
     writer = asyncio.create_task(_write_frames(websocket, subscriber))
@@ -112,7 +114,7 @@ def _token_expired(subscriber: Subscriber) -> None:
 
 
 async def _write_frames(websocket: WebSocket, subscriber: Subscriber) -> None:
-    """The connection's only sender: frames leave in the order they were queued."""
+    """Sends queued frames in order; broadcasts to an idle, writable socket skip the queue (app.wire)."""
     try:
         while True:
             frame = await subscriber.next_frame()
@@ -120,6 +122,7 @@ async def _write_frames(websocket: WebSocket, subscriber: Subscriber) -> None:
                 await websocket.close(frame.code, frame.reason)
                 return
             await websocket.send_text(frame)
+            subscriber.sent()
     except (WebSocketDisconnect, RuntimeError):
         return  # the client went away; the reader sees the disconnect and cleans up
 

@@ -11,9 +11,11 @@ from app import protocol
 from app.services.audience import Audience, audience_of
 from app.services.auth import Principal
 from app.services.subscribers import Subscriber
+from app.wire import text_frame
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_FRAME = text_frame(protocol.HEARTBEAT)
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_GOING_AWAY = 1001
 
@@ -85,16 +87,20 @@ class Hub:
         return True
 
     def publish(self, channel: str, frame: str) -> None:
+        groups = self._channels.get(channel)
+        if not groups:
+            return
+        wire = text_frame(frame)  # built once, written as is to every direct-path socket
         # Snapshots: a subscriber closed as too slow leaves its group, which may empty and disappear.
-        for subscribers in list(self._channels.get(channel, {}).values()):
-            self.offer_to(subscribers, frame)
+        for subscribers in list(groups.values()):
+            self.offer_to(subscribers, frame, wire)
 
     def publish_per_audience(self, channel: str, frames: Mapping[Audience, str | None]) -> None:
         """Each audience gets its own frame (None: this change is not for it)."""
         for audience, subscribers in list(self._channels.get(channel, {}).items()):
             frame = frames.get(audience)
             if frame is not None:
-                self.offer_to(subscribers, frame)
+                self.offer_to(subscribers, frame, text_frame(frame))
 
     def is_live(self, subscriber: Subscriber, channel: str) -> bool:
         """Whether the subscriber receives the channel's changes as they are published."""
@@ -129,15 +135,15 @@ class Hub:
         """Send a heartbeat to every connection every `interval` seconds, whatever the client does."""
         while True:
             await asyncio.sleep(interval)
-            self.offer_to(list(self._subscribers), protocol.HEARTBEAT)
+            self.offer_to(list(self._subscribers), protocol.HEARTBEAT, HEARTBEAT_FRAME)
 
     def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
         for subscriber in self._subscribers:
             subscriber.close(code, reason, drop_pending=True)
 
-    def offer_to(self, subscribers: Iterable[Subscriber], frame: str) -> None:
+    def offer_to(self, subscribers: Iterable[Subscriber], frame: str, wire: bytes | None = None) -> None:
         """Queue a frame for each subscriber; one whose queue is full is closed as too slow."""
-        too_slow = [s for s in subscribers if not s.offer(frame) and not s.closing]
+        too_slow = [s for s in subscribers if not s.offer(frame, wire) and not s.closing]
         for subscriber in too_slow:
             self.slow_consumer_disconnects += 1
             log.warning(

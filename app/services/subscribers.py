@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from app.services.audience import Audience, audience_of
 from app.services.auth import Principal
+from app.wire import FrameWriter
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +33,9 @@ class Subscriber:
         "_frames",
         "_room_needed",
         "_room_waiter",
+        "_sending",
         "_waiter",
+        "_writer",
         "audience",
         "channels",
         "client",
@@ -53,6 +56,12 @@ class Subscriber:
         self._closing: CloseFrame | None = None
         self._room_waiter: asyncio.Future[None] | None = None
         self._room_needed = 0
+        # The direct path to the socket (app.wire), and whether a queued frame is being sent right now.
+        self._writer: FrameWriter | None = None
+        self._sending = False
+
+    def attach(self, writer: FrameWriter | None) -> None:
+        self._writer = writer
 
     @property
     def capacity(self) -> int:
@@ -66,10 +75,17 @@ class Subscriber:
     def closing(self) -> bool:
         return self._closing is not None
 
-    def offer(self, frame: str) -> bool:
-        """Queue a frame; False when the queue is full (nothing is queued) or the connection is closing."""
+    def offer(self, frame: str, wire: bytes | None = None) -> bool:
+        """Queue a frame; False when the queue is full (nothing is queued) or the connection is closing.
+
+        With `wire` (the frame's bytes, built once for every subscriber) it is written to the socket at
+        once when nothing is queued or being sent before it, so order is kept either way.
+        """
         if self._closing is not None or len(self._frames) >= self._capacity:
             return False
+        if wire is not None and not self._frames and not self._sending and self._writer is not None:
+            if self._writer.try_write(wire):
+                return True
         self._frames.append(frame)
         self._wake()
         return True
@@ -105,9 +121,14 @@ class Subscriber:
             finally:
                 self._waiter = None
         frame = self._frames.popleft()
+        self._sending = True
         if self._room_waiter is not None and self.room >= self._room_needed:
             self._wake_room_waiter()
         return frame
+
+    def sent(self) -> None:
+        """The frame last returned by next_frame has been handed to the socket."""
+        self._sending = False
 
     def _wake_room_waiter(self) -> None:
         waiter = self._room_waiter

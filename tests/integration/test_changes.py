@@ -161,3 +161,19 @@ async def test_unsubscribe_stops_delivery(
         await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('sentinel')").format(sql.Identifier(other)))
         [message] = await client.broadcasts(1)
     assert message["channel"] == f"table:public.{other}"
+
+
+async def test_with_compression_negotiated_broadcasts_take_the_queued_path_intact(
+    database_url: str, db: psycopg.AsyncConnection, table: str
+) -> None:
+    from tests.conftest import make_settings
+
+    t = sql.Identifier(table)
+    with ServerThread(make_settings(database_url, realtime_ws_compression=True)) as compressed:
+        async with realtime_client(compressed.ws_url, compression="deflate") as client:
+            assert client.connection.protocol.extensions, "permessage-deflate was not negotiated"
+            await client.subscribe(f"table:public.{table}")
+            for n in range(20):
+                await db.execute(sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(t), (f"z{n}",))
+            messages = await client.broadcasts(20)
+    assert [m["payload"]["record"]["name"] for m in messages] == [f"z{n}" for n in range(20)]

@@ -32,7 +32,12 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check app tests bench alembic
 	$(BIN)/mypy app
 
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench --runs 3
+
 bench-quick: $(VENV)/.installed-dev
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.quick
 
 clean:

@@ -1,1 +1,1 @@
-"""Benchmarks of the realtime service over real sockets; `python -m bench.quick` is the quick one."""
+"""Benchmarks of the realtime service over real sockets: `python -m bench` (full), `python -m bench.quick`."""

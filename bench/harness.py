@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -22,7 +23,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from bench.workers import raise_fd_limit
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The service's environment in a benchmark, beyond DATABASE_URL. Every client connects from 127.0.0.1,
+# so the per-address connection limit (a front-door defence) is raised out of the way.
+SERVER_ENV = {"LOG_LEVEL": "warning", "REALTIME_MAX_CONNECTIONS_PER_ADDRESS": "1000000"}
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
@@ -41,15 +47,18 @@ def scratch_database(admin_url: str) -> Iterator[str]:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def create_realtime_table(dsn: str, table: str) -> None:
-    """The benchmark table shape, with realtime enabled (the server must have migrated first)."""
+def create_table(dsn: str, table: str, *, realtime: bool = True) -> str:
+    """The benchmark table shape, with realtime enabled unless told otherwise (the server must have
+    migrated first); returns its channel name."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             sql.SQL(
                 "CREATE TABLE {} (id bigserial PRIMARY KEY, sent_at double precision, payload text)"
             ).format(sql.Identifier(table))
         )
-        conn.execute("SELECT enable_realtime('public', %s)", (table,))
+        if realtime:
+            conn.execute("SELECT enable_realtime('public', %s)", (table,))
+    return f"table:public.{table}"
 
 
 @dataclass(frozen=True)
@@ -76,11 +85,16 @@ class Server:
     def stats(self) -> dict[str, int]:
         return dict(self.get("/api/realtime/stats")[1])
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far (Linux /proc)."""
-        # Fields after the parenthesized command name, which may itself contain spaces.
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user, system) CPU seconds the server process has used so far (Linux /proc)."""
+        return process_cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory now."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmRSS for process {self.pid}")
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
@@ -88,12 +102,22 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(database_url: str, log_path: Path) -> Iterator[Server]:
-    """`python -m app serve` on a free loopback port, ready on entry; SIGTERM (then SIGKILL) on exit."""
+    """`python -m app serve` on a free loopback port, ready on entry; SIGTERM (then SIGKILL) on exit.
+
+    Its open-file limit is raised to the hard limit first: every connection is a file descriptor.
+    """
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "warning"}
+    env = {**os.environ, "DATABASE_URL": database_url, **SERVER_ENV}
     command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=raise_fd_limit,  # only setrlimit between fork and exec: safe
+        )
     server = Server(port, log_path, process.pid)
     try:
         _wait_ready(process, server)
@@ -105,6 +129,36 @@ def running_server(database_url: str, log_path: Path) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def process_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds process `pid` has used so far (Linux /proc)."""
+    # Fields after the parenthesized command name, which may itself contain spaces.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def postgres_cpu_seconds(dbname: str) -> float:
+    """CPU seconds used so far by PostgreSQL for this benchmark: backends connected to `dbname`, and the
+    server's own processes (WAL writer, checkpointer, ...), but not other databases' backends.
+
+    Backends that exited take their time with them, so only differences over a span in which the
+    benchmark's connections stayed open mean anything.
+    """
+    total = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            name, _, rest = (proc / "stat").read_text().partition(" (")[2].rpartition(")")
+            if name != "postgres":
+                continue
+            # "postgres: 15/main: user database host(port) state", or "postgres: 15/main: checkpointer"
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+            backend = len(title) >= 5 and ("(" in title[4] or title[4] == "[local]")
+            if not backend or title[3] == dbname:
+                fields = rest.split()
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -134,6 +188,14 @@ def machine_cpu_times() -> tuple[float, float]:
     return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 
+def machine_busy_pct(seconds: float = 1.0) -> float:
+    """How busy all cores were, in %, over the next `seconds`: other work skews a benchmark."""
+    busy, total = machine_cpu_times()
+    time.sleep(seconds)
+    busy_after, total_after = machine_cpu_times()
+    return 100 * (busy_after - busy) / max(1.0, total_after - total)
+
+
 def machine_facts(dsn: str) -> dict[str, Any]:
     """Enough to tell whether two result files are comparable."""
     with psycopg.connect(dsn) as conn:
@@ -150,7 +212,23 @@ def machine_facts(dsn: str) -> dict[str, Any]:
         # Others edit the tree while benchmarks run: say whether the measured server was committed code.
         "server_code_modified": _git("diff", "--quiet", "HEAD", "--", "app", "sql") is None,
         "realtime_env": {k: v for k, v in os.environ.items() if k.startswith("REALTIME_")},
+        "server_env": SERVER_ENV,
     }
+
+
+def server_code_digest() -> str:
+    """A short digest of the server's code as it is on disk now (app/, sql/, alembic/).
+
+    Others edit the tree while a benchmark runs, and each run starts a fresh server: runs whose digests
+    differ measured different code.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(
+        p for folder in ("app", "sql", "alembic") for p in (PROJECT_ROOT / folder).rglob("*") if p.is_file()
+    ):
+        if "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(PROJECT_ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _cpu_model() -> str | None:

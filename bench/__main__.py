@@ -1,0 +1,5 @@
+"""`python -m bench`: the full suite (`make bench`); see bench/suite.py."""
+
+from bench import suite
+
+suite.main()

@@ -1,0 +1,16 @@
+"""The benchmark's scenarios (issue 5), in the order they run."""
+
+from __future__ import annotations
+
+from bench.scenarios import connections, fanout, ingest, latency, overhead, payload
+from bench.scenarios.base import Scenario
+
+ALL: tuple[Scenario, ...] = (
+    latency.SCENARIO,
+    fanout.SCENARIO,
+    ingest.SCENARIO,
+    connections.SCENARIO,
+    overhead.SCENARIO,
+    payload.SCENARIO,
+)
+BY_NAME = {scenario.name: scenario for scenario in ALL}

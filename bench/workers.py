@@ -1,0 +1,134 @@
+"""Load-generator processes that live for a whole benchmark and take commands one at a time.
+
+Spawning a process and importing psycopg or an event loop costs about a second on a small machine, and
+connecting a thousand subscribers costs more: workers are started once and reused by every scenario
+(which also keeps the load generator out of the server's process, as the benchmark requires). A worker
+answers each command with ("ok", result) or ("error", traceback); the coordinator's `call` turns the
+latter, a dead worker or a timeout into an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import queue
+import resource
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from multiprocessing.queues import Queue
+from typing import Any
+
+Command = tuple[str, tuple[Any, ...]]
+POLL = 0.2
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (children inherit it); returns the limit.
+
+    Every connection is a file descriptor, and the usual soft limit of 1024 is far below 10,000.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard  # Linux refuses an infinite soft limit
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def serve(
+    requests: Queue[Command | None], responses: Queue[Any], commands: Mapping[str, Callable[..., Any]]
+) -> None:
+    """A worker's loop: run each command, answer, until None arrives."""
+    while (request := requests.get()) is not None:
+        name, args = request
+        try:
+            responses.put(("ok", commands[name](*args)))
+        except Exception:
+            responses.put(("error", traceback.format_exc()))
+
+
+async def serve_async(
+    requests: Queue[Command | None],
+    responses: Queue[Any],
+    commands: Mapping[str, Callable[..., Awaitable[Any]]],
+) -> None:
+    """`serve` for a worker whose state lives on an event loop (connections keep reading meanwhile)."""
+    # A blocking queue read would stall the loop, and with it every connection.
+    while (request := await asyncio.to_thread(requests.get)) is not None:
+        name, args = request
+        try:
+            responses.put(("ok", await commands[name](*args)))
+        except Exception:
+            responses.put(("error", traceback.format_exc()))
+
+
+class Worker:
+    """The coordinator's handle on one worker process."""
+
+    def __init__(self, name: str, target: Callable[[Queue[Command | None], Queue[Any]], None]) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        self.name = name
+        self._requests: Queue[Command | None] = spawn.Queue()
+        self._responses: Queue[Any] = spawn.Queue()
+        # A daemon: should the coordinator die, the worker dies with it instead of waiting forever.
+        self._process = spawn.Process(
+            target=target, args=(self._requests, self._responses), name=name, daemon=True
+        )
+        self._process.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def send(self, command: str, *args: Any) -> None:
+        self._requests.put((command, args))
+
+    def receive(self, timeout: float) -> Any:
+        """The answer to the oldest command sent and not yet answered."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status, result = self._responses.get(
+                    timeout=min(POLL, max(0.01, deadline - time.monotonic()))
+                )
+            except queue.Empty:
+                if not self._process.is_alive():
+                    raise RuntimeError(f"{self.name} died (exit code {self._process.exitcode})") from None
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{self.name} did not answer within {timeout:.0f}s") from None
+                continue
+            if status == "error":
+                raise RuntimeError(f"{self.name} failed:\n{result}")
+            return result
+
+    def call(self, command: str, *args: Any, timeout: float = 60.0) -> Any:
+        self.send(command, *args)
+        return self.receive(timeout)
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._requests.put(None)
+            self._process.join(5)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+
+
+def call_all(
+    workers: Sequence[Worker], command: str, args: Sequence[tuple[Any, ...]], timeout: float
+) -> list[Any]:
+    """The same command on several workers at once, with per-worker arguments; answers in order."""
+    for worker, worker_args in zip(workers, args, strict=True):
+        worker.send(command, *worker_args)
+    deadline = time.monotonic() + timeout
+    answers: list[Any] = []
+    failures: list[Exception] = []
+    # Every worker's answer is read, even after one failed, so that no answer is left for the next call.
+    for worker in workers:
+        try:
+            answers.append(worker.receive(max(0.1, deadline - time.monotonic())))
+        except (RuntimeError, TimeoutError) as error:
+            failures.append(error)
+    if failures:
+        raise failures[0]
+    return answers

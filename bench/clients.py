@@ -40,18 +40,34 @@ class _Connections:
     def __init__(self) -> None:
         self.subscriptions: dict[tuple[str, str], list[wsclient.Subscription]] = {}
 
-    async def connect(self, url: str, channel: str, total: int) -> Connected:
+    async def connect(
+        self, url: str, channel: str, total: int, tokens: Sequence[tuple[int, str]] | None = None
+    ) -> Connected:
         """Open connections subscribed to `channel` until `total` are open (reopening any the server
-        closed); each counts once the server acked its subscribe."""
+        closed); each counts once the server acked its subscribe. With `tokens` ((tag, token) for each
+        of the `total` connections), the ones opened carry the tokens of the connections missing."""
         current = [s for s in self.subscriptions.get((url, channel), []) if s.is_open]
         started = time.monotonic()
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        if tokens is None:
+            wanted: list[tuple[int, str | None]] = [(0, None)] * (total - len(current))
+        else:
+            # Which tokens still have an open connection, by tag: open the rest.
+            left: dict[int, int] = {}
+            for subscription in current:
+                left[subscription.tag] = left.get(subscription.tag, 0) + 1
+            wanted = []
+            for tag, token in tokens:
+                if left.get(tag, 0):
+                    left[tag] -= 1
+                else:
+                    wanted.append((tag, token))
 
-        async def open_one() -> wsclient.Subscription:
+        async def open_one(tag: int, token: str | None) -> wsclient.Subscription:
             async with limit, asyncio.timeout(OPEN_TIMEOUT):
-                return await wsclient.subscribe(url, channel)
+                return await wsclient.subscribe(url, channel, token, tag)
 
-        opened = await asyncio.gather(*(open_one() for _ in range(total - len(current))))
+        opened = await asyncio.gather(*(open_one(tag, token) for tag, token in wanted))
         self.subscriptions[(url, channel)] = current + list(opened)
         return Connected(len(opened), total, time.monotonic() - started)
 
@@ -68,15 +84,22 @@ class _Connections:
         """Wait until every open connection received the last committed row (or the timeout), judge
         what arrived since the last reset, and reset. Returns the sample and CPU seconds so far."""
         last_id = report.ids[-1] if report.ids else 0
+        # With owners, a connection's last change is its owner's last one.
+        last_ids = dict(zip(report.owners, report.ids, strict=True)) if report.owners else {}
         subscriptions = list(self._all())
         deadline = time.monotonic() + drain_timeout
         # Polling keeps the per-frame path free of any bookkeeping for this check.
         while time.monotonic() < deadline and any(  # noqa: ASYNC110
-            s.is_open and (not s.ids or s.ids[-1] < last_id) for s in subscriptions
+            s.is_open and (not s.ids or s.ids[-1] < last_ids.get(s.tag, last_id))
+            for s in subscriptions
+            if not report.owners or s.tag in last_ids
         ):
             await asyncio.sleep(POLL)
         cpu = time.process_time()
-        sample = deliveries.judge(subscriptions, report.ids, report.committed_at)
+        if report.owners:
+            sample = deliveries.judge_owned(subscriptions, report.ids, report.committed_at, report.owners)
+        else:
+            sample = deliveries.judge(subscriptions, report.ids, report.committed_at)
         for subscription in subscriptions:
             subscription.reset()
         return sample, cpu
@@ -117,15 +140,28 @@ class SubscriberPool:
     def __init__(self, processes: int) -> None:
         self.workers = [workers.Worker(f"clients-{i}", run) for i in range(processes)]
 
-    def connect(self, url: str, channel: str, total: int, processes: int | None = None) -> Connected:
-        """Bring the connections subscribed to `channel` up to `total`, spread over `processes` workers.
+    def connect(
+        self,
+        url: str,
+        channel: str,
+        total: int,
+        processes: int | None = None,
+        tokens: Sequence[tuple[int, str]] | None = None,
+    ) -> Connected:
+        """Bring the connections subscribed to `channel` up to `total`, spread over `processes` workers;
+        with `tokens`, (tag, token) for each of the `total` connections (sent as `?token=`).
         `seconds` is the wall time of the whole operation, as the coordinator saw it."""
         chosen = self.workers[: processes or len(self.workers)]
         counts = spread(total, len(chosen))
+        if tokens is not None and len(tokens) != total:
+            raise ValueError(f"{len(tokens)} tokens for {total} connections")
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        args = [
+            (url, channel, n, None if tokens is None else list(tokens[start : start + n]))
+            for n, start in zip(counts, starts, strict=True)
+        ]
         started = time.monotonic()
-        answers = workers.call_all(
-            chosen, "connect", [(url, channel, n) for n in counts], timeout=OPEN_TIMEOUT * 4 + total / 100
-        )
+        answers = workers.call_all(chosen, "connect", args, timeout=OPEN_TIMEOUT * 4 + total / 100)
         return Connected(
             sum(a.opened for a in answers), sum(a.open_now for a in answers), time.monotonic() - started
         )

@@ -20,6 +20,7 @@ class Received(Protocol):
     received_at: array[float]
     other_frames: int
     close_code: int | None
+    tag: int  # whose changes it may receive, when changes have owners
 
 
 @dataclass
@@ -33,6 +34,8 @@ class WriterReport:
     statements: int = 0
     late: int = 0  # paced writes that started more than one interval behind schedule
     cpu: float = 0.0  # the writer process's CPU seconds when it finished
+    # When rows have owners: each row's owner (an index), in commit order; empty otherwise.
+    owners: array[int] = field(default_factory=lambda: array("q"))
 
     @property
     def rate(self) -> float:
@@ -53,6 +56,7 @@ class Sample:
     stale: int = 0  # ids from an earlier measurement, still arriving
     closed_by_server: int = 0
     other_frames: int = 0
+    leaked: int = 0  # changes a connection received that belong to another owner
     latencies: array[float] = field(default_factory=lambda: array("d"))  # seconds, one per delivery
     # Per change, in commit order: the latency of its last delivery (when every subscriber had it), or -1.
     completion: array[float] = field(default_factory=lambda: array("d"))
@@ -104,6 +108,33 @@ def judge(connections: Sequence[Received], ids: Sequence[int], committed_at: Seq
     return sample
 
 
+def judge_owned(
+    connections: Sequence[Received], ids: Sequence[int], committed_at: Sequence[float], owners: Sequence[int]
+) -> Sample:
+    """`judge` when each change is for its owner's connections only (those whose `tag` is the owner):
+    each connection is judged against its owner's changes; another owner's change it received is
+    `leaked` (and also `unexpected` or `stale`)."""
+    groups: dict[int, list[Received]] = {}
+    for connection in connections:
+        groups.setdefault(connection.tag, []).append(connection)
+    owner_of = dict(zip(ids, owners, strict=True))
+    sample = Sample(subscribers=len(connections), changes=len(ids))
+    sample.completion = array("d", [-1.0]) * len(ids)
+    for owner, group in groups.items():
+        indexes = [index for index, row_owner in enumerate(owners) if row_owner == owner]
+        part = judge(group, [ids[i] for i in indexes], [committed_at[i] for i in indexes])
+        for position, index in enumerate(indexes):
+            sample.completion[index] = part.completion[position]
+        for name in ("delivered", "missing", "disordered", "unexpected", "stale", "closed_by_server"):
+            setattr(sample, name, getattr(sample, name) + getattr(part, name))
+        sample.other_frames += part.other_frames
+        sample.latencies.extend(part.latencies)
+        sample.first_received = min(sample.first_received, part.first_received)
+        sample.last_received = max(sample.last_received, part.last_received)
+        sample.leaked += sum(owner_of.get(row_id, owner) != owner for c in group for row_id in c.ids)
+    return sample
+
+
 def merge(samples: Iterable[Sample]) -> Sample:
     """One sample for all client processes (which judged the same commits)."""
     merged = Sample()
@@ -111,7 +142,7 @@ def merge(samples: Iterable[Sample]) -> Sample:
         if not merged.completion:
             merged.completion = array("d", [-1.0]) * len(sample.completion)
             merged.changes = sample.changes
-        for name in ("subscribers", "delivered", "missing", "disordered", "unexpected", "stale"):
+        for name in ("subscribers", "delivered", "missing", "disordered", "unexpected", "stale", "leaked"):
             setattr(merged, name, getattr(merged, name) + getattr(sample, name))
         merged.closed_by_server += sample.closed_by_server
         merged.other_frames += sample.other_frames

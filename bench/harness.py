@@ -29,6 +29,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The service's environment in a benchmark, beyond DATABASE_URL. Every client connects from 127.0.0.1,
 # so the per-address connection limit (a front-door defence) is raised out of the way.
 SERVER_ENV = {"LOG_LEVEL": "warning", "REALTIME_MAX_CONNECTIONS_PER_ADDRESS": "1000000"}
+# HS256 secret of the benchmark's tokens (kept out of SERVER_ENV, which the result files record).
+JWT_SECRET = "fluxbase-bench-only-hs256-secret-0123456789"  # noqa: S105 - a benchmark-only secret
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
@@ -107,7 +109,7 @@ def running_server(database_url: str, log_path: Path) -> Iterator[Server]:
     Its open-file limit is raised to the hard limit first: every connection is a file descriptor.
     """
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, **SERVER_ENV}
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, **SERVER_ENV}
     command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(

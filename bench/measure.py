@@ -100,10 +100,18 @@ class Measurement:
 
 
 def paced(
-    bench: Bench, table: str, *, rate: float, duration: float, payload_bytes: int, drain_timeout: float
+    bench: Bench,
+    table: str,
+    *,
+    rate: float,
+    duration: float,
+    payload_bytes: int,
+    drain_timeout: float,
+    owners: tuple[str, ...] = (),
 ) -> Measurement:
-    """Single-row transactions at `rate`/s for `duration` s, delivered to the pool's connections."""
-    args = (bench.dsn, table, rate, duration, payload_bytes)
+    """Single-row transactions at `rate`/s for `duration` s, delivered to the pool's connections; with
+    `owners`, rows owned by each in turn, delivered to that owner's connections only (by tag)."""
+    args = (bench.dsn, table, rate, duration, payload_bytes, owners)
     return _measure(bench, ("paced", args), duration * 3 + 60, drain_timeout)
 
 
@@ -141,14 +149,16 @@ def delivery_figures(report: WriterReport, sample: Sample, latencies: list[float
     """Everything a reader needs to judge one measurement of delivery (`latencies`: sorted)."""
     window = sample.last_received - report.committed_at[0] if sample.delivered and report.ids else 0.0
     growth = stats.lag_growth_ms(sample.completion)
-    complete = not (sample.missing or sample.disordered or sample.unexpected or sample.closed_by_server)
+    complete = not (
+        sample.missing or sample.disordered or sample.unexpected or sample.leaked or sample.closed_by_server
+    )
     return {
         "subscribers": sample.subscribers,
         "changes": sample.changes,
         "statements": report.statements,
         "writer_rate": report.rate,
         "writer_late": report.late,
-        "expected": sample.subscribers * sample.changes,
+        "expected": sample.delivered + sample.missing,  # subscribers x changes, or each owner's share
         "delivered": sample.delivered,
         "missing": sample.missing,
         "disordered": sample.disordered,
@@ -156,6 +166,7 @@ def delivery_figures(report: WriterReport, sample: Sample, latencies: list[float
         "stale": sample.stale,
         "closed_by_server": sample.closed_by_server,
         "other_frames": sample.other_frames,
+        "leaked": sample.leaked,
         # From the first COMMIT to the last frame received: a rate sustained end to end.
         "deliveries_per_s": sample.delivered / window if window > 0 else 0.0,
         "changes_per_s": sample.delivered / max(1, sample.subscribers) / window if window > 0 else 0.0,

@@ -101,11 +101,24 @@ class _Writer:
             session = self._sessions[(dsn, slot)] = Session(dsn)
         return session
 
-    def paced(self, dsn: str, table: str, rate: float, duration: float, payload_bytes: int) -> WriterReport:
-        """Commit `rate * duration` single-row transactions on an absolute schedule (no drift)."""
+    def paced(
+        self,
+        dsn: str,
+        table: str,
+        rate: float,
+        duration: float,
+        payload_bytes: int,
+        owners: Sequence[str] = (),
+    ) -> WriterReport:
+        """Commit `rate * duration` single-row transactions on an absolute schedule (no drift). With
+        `owners`, each row's `owner` column takes the next of them in turn (the report says which)."""
         session = self.session(dsn)
         insert = insert_statement(table, 1, returning=True)
         params = _params(payload_text(payload_bytes), 1)
+        if owners:
+            target = sql.Identifier(table).as_string()
+            insert = f"INSERT INTO {target} (sent_at, payload, owner) VALUES ($1, $2, $3) RETURNING id"
+            params.append(b"")
         interval = 1.0 / rate
         report = WriterReport(array("q"), array("d"))
         start = time.monotonic()
@@ -115,6 +128,10 @@ class _Writer:
                 time.sleep(delay)
             elif delay < -interval:
                 report.late += 1
+            if owners:
+                owner = index % len(owners)
+                params[2] = owners[owner].encode()
+                report.owners.append(owner)
             params[0] = repr(time.time()).encode()
             result = session.execute(insert, params)
             # Taken right after COMMIT returns: latency is measured from here to the client's receipt.

@@ -18,7 +18,7 @@ import struct
 import time
 from array import array
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 
@@ -51,6 +51,7 @@ class Subscription(asyncio.Protocol):
         self.received_at = array("d")
         self.other_frames = 0  # neither a broadcast nor a heartbeat (an error, say)
         self.close_code: int | None = None
+        self.tag = 0  # the caller's label for this connection (say, which user's token it carries)
 
     # asyncio.Protocol
 
@@ -227,16 +228,19 @@ class Subscription(asyncio.Protocol):
             self._transport.abort()
 
 
-async def subscribe(url: str, channel: str) -> Subscription:
+async def subscribe(url: str, channel: str, token: str | None = None, tag: int = 0) -> Subscription:
     """Connect to `url` (ws://host:port/path), subscribe to `channel`, return once the server acked.
 
+    With `token`, it is sent as `?token=` (the connection acts as that token's role and claims).
     Unbounded: callers wrap it in `asyncio.timeout`."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    path = (parts.path or "/") + (f"?{urlencode({'token': token})}" if token else "")
     loop = asyncio.get_running_loop()
     _, subscription = await loop.create_connection(
-        lambda: Subscription(f"{host}:{port}", parts.path or "/", channel), host, port
+        lambda: Subscription(f"{host}:{port}", path, channel), host, port
     )
+    subscription.tag = tag
     try:
         await subscription.acked
     except BaseException:

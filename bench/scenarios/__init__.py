@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.scenarios import connections, fanout, ingest, latency, overhead, payload
+from bench.scenarios import connections, fanout, ingest, latency, overhead, payload, rls
 from bench.scenarios.base import Scenario
 
 ALL: tuple[Scenario, ...] = (
@@ -12,5 +12,6 @@ ALL: tuple[Scenario, ...] = (
     connections.SCENARIO,
     overhead.SCENARIO,
     payload.SCENARIO,
+    rls.SCENARIO,
 )
 BY_NAME = {scenario.name: scenario for scenario in ALL}

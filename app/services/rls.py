@@ -39,6 +39,11 @@ VISIBLE = (
     "(%s, %s::jsonb, %s, %s, %s::jsonb[], %s::jsonb[]) ORDER BY n"
 )
 
+VISIBLE_FOR = (
+    "SELECT audience, n, new_visible, old_visible FROM fluxbase_realtime.visible_changes_for"
+    "(%s, %s::jsonb[], %s, %s, %s::jsonb[], %s::jsonb[]) ORDER BY audience, n"
+)
+
 Visibility = tuple[bool | None, bool | None]
 FAILED: Visibility = (None, None)
 
@@ -111,14 +116,24 @@ class RowSecurity:
         accesses = dict(
             zip(roles, await asyncio.gather(*(self.access(channel, r) for r in roles)), strict=True)
         )
-        visibilities = await asyncio.gather(
-            *(self._visibility(audience, channel, changes, accesses[audience.role]) for audience in audiences)
-        )
+        visibility: dict[Audience, list[Visibility]] = {}
+        to_check: dict[str, list[Audience]] = {}
+        for audience in audiences:
+            decided = _decided(audience, accesses[audience.role], len(changes))
+            if decided is not None:
+                visibility[audience] = decided
+            else:
+                to_check.setdefault(audience.role, []).append(audience)
+        for checked in await asyncio.gather(
+            *(self._check_role(role, group, channel, changes) for role, group in to_check.items())
+        ):
+            visibility.update(checked)
         parsed: dict[int, tuple[Any, Any]] = {}
-        for audience, visible in zip(audiences, visibilities, strict=True):
+        for audience in audiences:
+            visible = visibility[audience]
             access = accesses[audience.role]
             for change, (new_visible, old_visible) in zip(changes, visible, strict=True):
-                if visible is not None and (new_visible, old_visible) == FAILED and access is not None:
+                if (new_visible, old_visible) == FAILED and access is not None:
                     frame: str | None = protocol.encode_error(
                         f"change {change.id} could not be authorized: a row-level security policy failed",
                         channel=change.channel,
@@ -128,15 +143,36 @@ class RowSecurity:
                     frame = self._frame_for(change, audience, access, new_visible, old_visible, parsed)
                 frames[change.id][audience] = frame
 
-    async def _visibility(
-        self, audience: Audience, channel: TableChannel, changes: list[Change], access: TableAccess | None
+    async def _check_role(
+        self, role: str, audiences: list[Audience], channel: TableChannel, changes: list[Change]
+    ) -> dict[Audience, list[Visibility]]:
+        """Every audience of one role, in one call; audience by audience if a policy raised."""
+        self.checks_issued += 1
+        try:
+            async with self._limit, self._pool.connection() as conn:
+                cursor = await conn.execute(
+                    VISIBLE_FOR,
+                    (role, [a.claims for a in audiences], channel.schema, channel.table, *_records(changes)),
+                    prepare=False,
+                )
+                rows = cast(list[tuple[int, int, bool | None, bool | None]], await cursor.fetchall())
+        except psycopg.Error as error:
+            log.warning(
+                "rls_check_failed channel=%s role=%s error=%s: checking audience by audience",
+                channel.name,
+                role,
+                type(error).__name__,
+            )
+            results = await asyncio.gather(*(self._check_audience(a, channel, changes) for a in audiences))
+            return dict(zip(audiences, results, strict=True))
+        checked: dict[Audience, list[Visibility]] = {a: [] for a in audiences}
+        for position, _, new_visible, old_visible in rows:  # ordered by audience, then change
+            checked[audiences[position - 1]].append((new_visible, old_visible))
+        return checked
+
+    async def _check_audience(
+        self, audience: Audience, channel: TableChannel, changes: list[Change]
     ) -> list[Visibility]:
-        if access is None or not access.allowed_columns:
-            return [(False, False)] * len(changes)
-        if audience.bypasses_rls or access.bypass or not access.rls_enabled:
-            return [(True, True)] * len(changes)
-        if access.policy_count == 0:
-            return [(False, False)] * len(changes)
         try:
             return await self._check(audience, channel, changes)
         except psycopg.Error as error:
@@ -162,14 +198,7 @@ class RowSecurity:
         async with self._limit, self._pool.connection() as conn:
             cursor = await conn.execute(
                 VISIBLE,
-                (
-                    audience.role,
-                    audience.claims,
-                    channel.schema,
-                    channel.table,
-                    [c.record for c in changes],
-                    [c.old_record for c in changes],
-                ),
+                (audience.role, audience.claims, channel.schema, channel.table, *_records(changes)),
                 prepare=False,
             )
             return cast(list[Visibility], await cursor.fetchall())
@@ -213,6 +242,21 @@ class RowSecurity:
             _only(record, allowed) if op != "DELETE" else None,
             _only(old_record, allowed) if op != "INSERT" else None,
         )
+
+
+def _decided(audience: Audience, access: TableAccess | None, count: int) -> list[Visibility] | None:
+    """Visibility known without evaluating a policy, or None when the policies must be checked."""
+    if access is None or not access.allowed_columns:
+        return [(False, False)] * count
+    if audience.bypasses_rls or access.bypass or not access.rls_enabled:
+        return [(True, True)] * count
+    if access.policy_count == 0:
+        return [(False, False)] * count
+    return None
+
+
+def _records(changes: Sequence[Change]) -> tuple[list[str | None], list[str | None]]:
+    return [c.record for c in changes], [c.old_record for c in changes]
 
 
 def _only(record: Any, columns: Collection[str]) -> str | None:

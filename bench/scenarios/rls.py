@@ -160,7 +160,7 @@ def rows(size: Size) -> list[Row]:
             Row("", "p99", prefix + "p99_ms", "{:.1f}", "ms"),
             Row(
                 "",
-                "RLS checks per change committed (one per audience per batch)",
+                "RLS checks per change committed (one per role per batch)",
                 prefix + "checks_per_change",
                 "{:.2f}",
             ),

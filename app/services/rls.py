@@ -1,8 +1,9 @@
 """Row-level security per subscriber: which audiences may see a change, and what of it.
 
-For a batch of changes on a table with RLS enabled, each audience (role + claims) subscribed to it is
-checked once, for all of the batch's changes at once, by `fluxbase_realtime.visible_changes`: the
-table's SELECT policies evaluated on the change's own values, as that role, with its claims. The rules:
+For a batch of changes on a table with RLS enabled, all audiences (role + claims) of one role subscribed
+to it are checked in one call, for all of the batch's changes at once, by
+`fluxbase_realtime.visible_changes_for`: the table's SELECT policies evaluated on each change's own values,
+as that role, with each audience's claims. The rules:
 
 - INSERT: sent if the new row is visible.
 - UPDATE: visible before and after: UPDATE. Only after: sent as an INSERT (the row entered the view; its
@@ -34,11 +35,6 @@ from app.services.changes import Change, ChangeFramer
 log = logging.getLogger(__name__)
 
 ACCESS = "SELECT * FROM fluxbase_realtime.table_access(%s, %s, %s)"
-VISIBLE = (
-    "SELECT new_visible, old_visible FROM fluxbase_realtime.visible_changes"
-    "(%s, %s::jsonb, %s, %s, %s::jsonb[], %s::jsonb[]) ORDER BY n"
-)
-
 VISIBLE_FOR = (
     "SELECT audience, n, new_visible, old_visible FROM fluxbase_realtime.visible_changes_for"
     "(%s, %s::jsonb[], %s, %s, %s::jsonb[], %s::jsonb[]) ORDER BY audience, n"
@@ -147,15 +143,8 @@ class RowSecurity:
         self, role: str, audiences: list[Audience], channel: TableChannel, changes: list[Change]
     ) -> dict[Audience, list[Visibility]]:
         """Every audience of one role, in one call; audience by audience if a policy raised."""
-        self.checks_issued += 1
         try:
-            async with self._limit, self._pool.connection() as conn:
-                cursor = await conn.execute(
-                    VISIBLE_FOR,
-                    (role, [a.claims for a in audiences], channel.schema, channel.table, *_records(changes)),
-                    prepare=False,
-                )
-                rows = cast(list[tuple[int, int, bool | None, bool | None]], await cursor.fetchall())
+            return await self._query(role, audiences, channel, changes)
         except psycopg.Error as error:
             log.warning(
                 "rls_check_failed channel=%s role=%s error=%s: checking audience by audience",
@@ -163,45 +152,41 @@ class RowSecurity:
                 role,
                 type(error).__name__,
             )
-            results = await asyncio.gather(*(self._check_audience(a, channel, changes) for a in audiences))
-            return dict(zip(audiences, results, strict=True))
-        checked: dict[Audience, list[Visibility]] = {a: [] for a in audiences}
-        for position, _, new_visible, old_visible in rows:  # ordered by audience, then change
-            checked[audiences[position - 1]].append((new_visible, old_visible))
-        return checked
+        results = await asyncio.gather(*(self._check_audience(a, channel, changes) for a in audiences))
+        return dict(zip(audiences, results, strict=True))
 
     async def _check_audience(
         self, audience: Audience, channel: TableChannel, changes: list[Change]
     ) -> list[Visibility]:
         try:
-            return await self._check(audience, channel, changes)
-        except psycopg.Error as error:
-            log.warning(
-                "rls_check_failed channel=%s role=%s error=%s: checking changes one by one",
-                channel.name,
-                audience.role,
-                type(error).__name__,
-            )
+            return (await self._query(audience.role, [audience], channel, changes))[audience]
+        except psycopg.Error:
+            pass  # logged by the caller; narrowed down below
         # One policy error must not cost this audience the batch's other changes.
-        results = []
+        results: list[Visibility] = []
         for change in changes:
             try:
-                results.extend(await self._check(audience, channel, [change]))
+                results.extend((await self._query(audience.role, [audience], channel, [change]))[audience])
             except psycopg.Error:
                 results.append(FAILED)
         return results
 
-    async def _check(
-        self, audience: Audience, channel: TableChannel, changes: list[Change]
-    ) -> list[Visibility]:
+    async def _query(
+        self, role: str, audiences: list[Audience], channel: TableChannel, changes: list[Change]
+    ) -> dict[Audience, list[Visibility]]:
+        """One visible_changes_for call: each audience's visibility of each change, in change order."""
         self.checks_issued += 1
         async with self._limit, self._pool.connection() as conn:
             cursor = await conn.execute(
-                VISIBLE,
-                (audience.role, audience.claims, channel.schema, channel.table, *_records(changes)),
+                VISIBLE_FOR,
+                (role, [a.claims for a in audiences], channel.schema, channel.table, *_records(changes)),
                 prepare=False,
             )
-            return cast(list[Visibility], await cursor.fetchall())
+            rows = cast(list[tuple[int, int, bool | None, bool | None]], await cursor.fetchall())
+        checked: dict[Audience, list[Visibility]] = {a: [] for a in audiences}
+        for position, _, new_visible, old_visible in rows:  # ordered by audience, then change
+            checked[audiences[position - 1]].append((new_visible, old_visible))
+        return checked
 
     def _frame_for(
         self,

@@ -21,6 +21,7 @@ from app.wire import FRAME_WRITER
 log = logging.getLogger(__name__)
 router = APIRouter()
 
+SUBSCRIBE_FAILED = "subscribe failed (the database is unavailable): try again"
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 
@@ -272,38 +273,34 @@ async def _answer(request: protocol.ChannelRequest, subscriber: Subscriber, serv
     if request.since is None and hub.is_live(subscriber, name):
         hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))  # subscribing twice is harmless
         return
-    _stop_replay(subscriber, name)
     if request.since is None:
         # "Now": every change committed before this pass is numbered at or below it. Taken before the ack
-        # leaves, so that whatever the client commits after reading the ack is numbered after it.
+        # leaves, so that whatever the client commits after reading the ack is numbered after it; and
+        # before anything changes, so that a failure leaves the subscription as it was.
         try:
             now = await services.feed.sequence()
         except Exception:
             log.exception("subscribe_failed channel=%s", name)
-            hub.offer_to(
-                [subscriber],
-                protocol.encode_error(
-                    "subscribe failed (the database is unavailable): try again", ref=request.ref, channel=name
-                ),
-            )
+            hub.offer_to([subscriber], protocol.encode_error(SUBSCRIBE_FAILED, ref=request.ref, channel=name))
             return
+    _stop_replay(subscriber, name)
     # Out of live delivery until the subscription has caught up with the feed, or a change could arrive
     # twice; the ack goes first, then anything replayed, then live changes.
     hub.unsubscribe(subscriber, name)
     subscriber.channels.add(name)
     hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))
-    if request.since is None:
-        # Exactly the changes numbered after "now", not those committed before that a lagging feed has yet
-        # to publish. Usually the feed is there already and this returns without waiting.
-        try:
-            await services.replayer.join(subscriber, request.channel, now)
-        except Exception:
-            log.exception("subscribe_failed channel=%s", name)
-            _abandon(subscriber, name, services, "subscribe failed (the database is unavailable): try again")
+    if request.since is not None:
+        replay = asyncio.create_task(services.replayer.replay(subscriber, request.channel, request.since))
+        subscriber.replays[name] = replay
+        replay.add_done_callback(lambda task: _replay_ended(task, subscriber, name, services))
         return
-    replay = asyncio.create_task(services.replayer.replay(subscriber, request.channel, request.since))
-    subscriber.replays[name] = replay
-    replay.add_done_callback(lambda task: _replay_ended(task, subscriber, name, services))
+    # Exactly the changes numbered after "now", not those committed before that a lagging feed has yet to
+    # publish. Usually the feed is there already and this returns without waiting.
+    try:
+        await services.replayer.join(subscriber, request.channel, now)
+    except Exception:
+        log.exception("subscribe_failed channel=%s", name)
+        _abandon(subscriber, name, services, SUBSCRIBE_FAILED)
 
 
 def _stop_replay(subscriber: Subscriber, channel: str) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from app.protocol import BroadcastEncoder, Operation, TableChannel
@@ -106,6 +107,12 @@ class RecentChanges:
         return newer
 
 
+async def fetch_id(conn: AsyncConnection[Any], query: str) -> int:
+    """The single bigint a query returns (0 for NULL or no row)."""
+    row = await (await conn.execute(query)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
 ChangeRow = tuple[int, str, str, str, str | None, str | None, bool]
 Authorize = Callable[[Sequence[Change]], Awaitable[Mapping[int, Mapping[Any, str | None]]]]
 
@@ -156,8 +163,7 @@ class ChangeFeed:
     async def sequence(self) -> int:
         """Number everything committed so far and return the newest id: the position of "now"."""
         async with self._pool.connection() as conn:
-            row = await (await conn.execute(SEQUENCE)).fetchone()
-        head = int(row[0]) if row else 0
+            head = await fetch_id(conn, SEQUENCE)
         if head > self.last_id:
             self.wake()
         return head
@@ -194,8 +200,7 @@ class ChangeFeed:
 
     async def _catch_up(self) -> None:
         async with self._pool.connection() as conn:
-            row = await (await conn.execute(SEQUENCE)).fetchone()
-            head = int(row[0]) if row else 0
+            head = await fetch_id(conn, SEQUENCE)
             while self.last_id < head:
                 # Unprepared: PostgreSQL plans the inlined query with the actual ids (a generic plan is slow).
                 cursor = await conn.execute(

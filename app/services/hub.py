@@ -97,10 +97,15 @@ class Hub:
 
     def publish_per_audience(self, channel: str, frames: Mapping[Audience, str | None]) -> None:
         """Each audience gets its own frame (None: this change is not for it)."""
+        # Audiences that may see all of a change share one frame object: build its bytes once.
+        wires: dict[int, bytes] = {}
         for audience, subscribers in list(self._channels.get(channel, {}).items()):
             frame = frames.get(audience)
             if frame is not None:
-                self.offer_to(subscribers, frame, text_frame(frame))
+                wire = wires.get(id(frame))
+                if wire is None:
+                    wire = wires[id(frame)] = text_frame(frame)
+                self.offer_to(subscribers, frame, wire)
 
     def is_live(self, subscriber: Subscriber, channel: str) -> bool:
         """Whether the subscriber receives the channel's changes as they are published."""

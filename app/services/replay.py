@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import cast
 
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from app import protocol
 from app.protocol import TableChannel
-from app.services.changes import Change, ChangeFeed, ChangeFramer
+from app.services.changes import Change, ChangeFeed, ChangeFramer, fetch_id
 from app.services.hub import Hub
 from app.services.rls import RowSecurity
 from app.services.subscribers import Subscriber
@@ -126,7 +125,7 @@ class Replayer:
             )
             rows = cast(list[ReplayRow], await result.fetchall())
             # Checked after the read: if nothing after the cursor was pruned by now, the read saw it all.
-            oldest = await self._scalar(conn, OLDEST)
+            oldest = await fetch_id(conn, OLDEST)
         if oldest > cursor + 1 and not gap_reported:
             gap_reported = True
             self._hub.offer_to([subscriber], _gap_error(channel.name, cursor, oldest))
@@ -136,8 +135,8 @@ class Replayer:
     async def _starting_point(self, subscriber: Subscriber, name: str, since: int) -> int:
         """`since`, or where replay can start when the log no longer (or never) held what follows it."""
         async with self._pool.connection() as conn:
-            oldest = await self._scalar(conn, OLDEST)
-            head = await self._scalar(conn, HEAD)
+            oldest = await fetch_id(conn, OLDEST)
+            head = await fetch_id(conn, HEAD)
         if since > head:
             self._hub.offer_to(
                 [subscriber],
@@ -153,11 +152,6 @@ class Replayer:
             self._hub.offer_to([subscriber], _gap_error(name, since, oldest))
             return oldest - 1
         return since
-
-    @staticmethod
-    async def _scalar(conn: AsyncConnection[Any], query: str) -> int:
-        row = await (await conn.execute(query)).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
 
 
 def _gap_error(channel: str, since: int, oldest: int) -> str:

@@ -33,15 +33,23 @@ async def test_enable_and_disable_are_idempotent_and_quote_names(db: psycopg.Asy
     )
     for _ in range(2):
         await db.execute("SELECT enable_realtime(%s, %s)", (schema, name))
-    assert (schema, name, f"{name}_notify_change") in await _realtime_tables(db)
+    assert {
+        (schema, name, f"{name}_{event}_notify_change") for event in ("insert", "update", "delete")
+    } <= await _realtime_tables(db)
     triggers = await (
         await db.execute(
-            "SELECT tgname, tgtype FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
+            "SELECT tgname, tgtype, tgoldtable, tgnewtable FROM pg_trigger"
+            " WHERE tgrelid = %s::regclass AND NOT tgisinternal ORDER BY tgtype",
             (sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name)).as_string(db),),
         )
     ).fetchall()
-    # One trigger: ROW (1) | INSERT (4) | DELETE (8) | UPDATE (16), AFTER (no BEFORE bit 2).
-    assert triggers == [(f"{name}_notify_change", 1 | 4 | 8 | 16)]
+    # Three statement-level triggers (no ROW bit 1), AFTER (no BEFORE bit 2), one event each: INSERT (4),
+    # DELETE (8), UPDATE (16), each with the transition tables its event has.
+    assert triggers == [
+        (f"{name}_insert_notify_change", 4, None, "fluxbase_new"),
+        (f"{name}_delete_notify_change", 8, "fluxbase_old", None),
+        (f"{name}_update_notify_change", 16, "fluxbase_old", "fluxbase_new"),
+    ]
     for _ in range(2):
         await db.execute("SELECT disable_realtime(%s, %s)", (schema, name))
     assert all(t[1] != name for t in await _realtime_tables(db))

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from app import migrations
 from app.config import Settings
+from tests.support.databases import scratch_database
 from tests.support.server import ServerThread
 
 JWT_SECRET = "test-secret-" + "s" * 60  # 64+ bytes: long enough for HS512 too
@@ -80,16 +81,9 @@ def server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """A fresh, migrated database for this run, dropped at the end."""
-    name = f"fluxbase_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
-    try:
+    with scratch_database(server_url) as url:
         migrations.upgrade(url)
         yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     realtime_fetch_batch_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Approximate byte budget of one read from the log."
     )
+    realtime_busy_pass_interval: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Least seconds between sequencer passes while changes keep arriving (0: no pacing).",
+    )
 
     # The front door: token checks beyond the secret, and per-connection limits.
     jwt_audience: Annotated[list[str], NoDecode] = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging.config
 import signal
 import sys
@@ -40,6 +41,10 @@ def _serve(settings: Settings, host: str, port: int, migrate: bool) -> None:
             migrations.upgrade(url)
         settings = settings.model_copy(update={"database_url": url})
         app = create_app(settings)
+        # What is loaded by now (modules, the app) lives as long as the process: keep it out of the cyclic
+        # collector's full passes, which would otherwise walk ~110k objects each time (a pause of tens of
+        # milliseconds in the middle of a fan-out).
+        gc.freeze()
         RealtimeServer(uvicorn_config(app, settings, host=host, port=port), app).run()
 
 

@@ -1,4 +1,4 @@
-"""WebSocket /realtime: authenticates, reads client requests, and runs the connection's writer."""
+"""WebSocket /realtime: authenticates, then answers the client's requests and sends its frames."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections import deque
+from typing import Protocol
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -13,10 +15,17 @@ from app import protocol
 from app.deps import ServicesDep
 from app.services.auth import ANONYMOUS, AuthError, Principal
 from app.services.container import Services
-from app.services.limits import Admission, ExpiryTimer, LimitExceeded, MessageRate, origin_allowed
+from app.services.limits import (
+    Admission,
+    ConnectionLease,
+    ExpiryTimer,
+    LimitExceeded,
+    MessageRate,
+    origin_allowed,
+)
 from app.services.subscribers import CloseFrame, Subscriber
 from app.services.tables import TableStatus
-from app.wire import FRAME_WRITER
+from app.wire import FRAME_WRITER, Event, FrameWriter
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -46,23 +55,250 @@ async def realtime_socket(websocket: WebSocket, services: ServicesDep) -> None:
     except LimitExceeded as error:
         await _refuse(websocket, str(error), "too many connections")
         return
-    # Nothing between the lease and the `try` can raise: the `finally` releases it on every path.
-    subscriber = services.hub.connect(principal, client)
-    subscriber.attach(websocket.scope.get("extensions", {}).get(FRAME_WRITER))
-    expiry = ExpiryTimer(lambda: _token_expired(subscriber))
-    expiry.schedule(services.verifier.expires_at(principal))
-    writer = asyncio.create_task(_write_frames(websocket, subscriber))
+    socket: FrameWriter | None = websocket.scope.get("extensions", {}).get(FRAME_WRITER)
     try:
-        await _serve_requests(websocket, subscriber, services, expiry)
-    finally:
-        expiry.cancel()
+        connection = Connection(socket or _AsgiSocket(websocket), socket, services, principal, client, lease)
+    except BaseException:
         lease.release()
+        raise
+    if socket is not None:
+        # From here on the connection is served without this task (app.wire): it returns, and with it go
+        # the framework's coroutine frames and the handshake's objects. An idle connection runs no task.
+        socket.detach(connection.receive)
+        return
+    await connection.serve(websocket)  # another server than app.wire's: this task serves it, as ASGI does
+
+
+class _Socket(Protocol):
+    """What a connection needs of its socket: app.wire.FrameWriter, or _AsgiSocket."""
+
+    async def send_text(self, text: str) -> None: ...
+    async def close(self, code: int, reason: str = "") -> None: ...
+    def resume_reading(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class _AsgiSocket:
+    """The socket through ASGI, for a server that is not app.wire's (no direct path, no detaching)."""
+
+    __slots__ = ("_websocket",)
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+
+    async def send_text(self, text: str) -> None:
+        await self._websocket.send_text(text)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self._websocket.close(code, reason)
+
+    def resume_reading(self) -> None:
+        pass  # receive() reads on
+
+    def abort(self) -> None:
+        pass  # Connection.serve returns, and the server closes the connection
+
+
+class Connection:
+    """One served WebSocket connection: it answers the client's requests and sends the subscriber's queued
+    frames, each with a task that exists only while there is work, so that an idle connection runs none
+    (broadcasts to an idle socket are written directly, app.wire; heartbeats too).
+
+    Requests are answered one at a time, in order, as before: reading pauses after each message, and
+    resumes once every message received has been taken. When the socket is gone, whatever it still had
+    to say is moot: pending requests are dropped, and the connection is cleaned up once the request being
+    answered (if any) is done.
+    """
+
+    __slots__ = (
+        "_expiry",
+        "_gone",
+        "_inbound",
+        "_lease",
+        "_rate",
+        "_requests",
+        "_services",
+        "_socket",
+        "_writer",
+        "subscriber",
+    )
+
+    def __init__(
+        self,
+        socket: _Socket,
+        direct: FrameWriter | None,
+        services: Services,
+        principal: Principal,
+        client: str,
+        lease: ConnectionLease,
+    ) -> None:
+        self._socket = socket
+        self._services = services
+        self._lease: ConnectionLease | None = lease
+        self._rate = MessageRate(services.settings.realtime_max_messages_per_second)
+        self._inbound: deque[Event] | None = None
+        self._requests: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._gone = False
+        self._expiry: ExpiryTimer | None = None  # only for a token with an expiry
+        # The subscriber counts as a connection from here on; nothing after this can fail.
+        self.subscriber = services.hub.connect(principal, client)
+        self.subscriber.attach(direct, self._start_writer)
+        self.schedule_expiry(principal)
+
+    def schedule_expiry(self, principal: Principal) -> None:
+        """(Re)arm the expiry timer for the principal's token (disarm it for a token without `exp`)."""
+        expires_at = self._services.verifier.expires_at(principal)
+        if self._expiry is None:
+            if expires_at is None:
+                return
+            self._expiry = ExpiryTimer(self._expired)
+        self._expiry.schedule(expires_at)
+
+    def _expired(self) -> None:
+        _token_expired(self.subscriber)
+
+    # Requests
+
+    def receive(self, event: Event) -> None:
+        """A message or the disconnect (app.wire.Receiver: called inside the protocol's callbacks, so it
+        only takes note and leaves the work to a task)."""
+        if self._gone:
+            return
+        kind = event["type"]
+        if kind == "websocket.disconnect":
+            self._gone = True
+            self._inbound = None
+            if self._requests is None:
+                asyncio.get_running_loop().call_soon(self._close)
+        elif kind == "websocket.receive":
+            if self._inbound is None:
+                self._inbound = deque()
+            self._inbound.append(event)
+            if self._requests is None:
+                self._requests = asyncio.get_running_loop().create_task(self._answer_requests())
+
+    async def _answer_requests(self) -> None:
+        try:
+            while self._inbound and not self._gone:
+                message = self._inbound.popleft()
+                if not self._inbound:
+                    self._socket.resume_reading()
+                await self._handle(message)
+        except Exception:
+            # As uvicorn does when an ASGI application fails: log it and drop the connection.
+            log.exception("request_failed client=%s", self.subscriber.client)
+            self._gone = True
+            self._socket.abort()
+        finally:
+            self._requests = None
+            self._inbound = None
+            if self._gone:
+                self._close()
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Serve the connection from this (ASGI) task: each event in turn, each request answered before
+        the next message is read."""
+        try:
+            while not self._gone:
+                self.receive(dict(await websocket.receive()))
+                if self._requests is not None:
+                    await self._requests
+        finally:
+            self._gone = True
+            self._close()
+
+    async def _handle(self, message: Event) -> None:
+        subscriber = self.subscriber
+        services = self._services
+        hub = services.hub
+        if subscriber.closing:
+            return  # a close is on its way; requests after it are moot
+        # Every frame counts against the rate, before any work is spent on it; message contents are
+        # never logged (an access_token carries a credential).
+        admission = self._rate.admit()
+        if admission is not Admission.ACCEPT:
+            _rate_limited(subscriber, services, close=admission is Admission.CLOSE)
+            return
+        text = message.get("text")
+        if text is None:
+            hub.offer_to(
+                [subscriber], protocol.encode_error("binary frames are not supported: send JSON text")
+            )
+            return
+        # len() counts characters; only encode when the text could be over the limit in UTF-8 bytes.
+        limit = services.settings.realtime_max_message_bytes
+        if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
+            hub.offer_to([subscriber], protocol.encode_error(f"message is larger than {limit} bytes"))
+            subscriber.close(CLOSE_MESSAGE_TOO_BIG, "message too big")
+            return
+        try:
+            request = protocol.parse_request(text)
+        except protocol.ProtocolError as error:
+            hub.offer_to([subscriber], protocol.encode_error(str(error), ref=error.ref))
+            return
+        if isinstance(request, protocol.AccessTokenRequest):
+            await _refresh_token(request, self, services)
+            return
+        name = request.channel.name
+        # Subscribing again to a channel already subscribed does not count.
+        max_channels = services.settings.realtime_max_channels_per_connection
+        if (
+            request.type == "subscribe"
+            and name not in subscriber.channels
+            and len(subscriber.channels) >= max_channels
+        ):
+            hub.offer_to(
+                [subscriber],
+                protocol.encode_error(
+                    f"too many channels: at most {max_channels} per connection; unsubscribe from one first",
+                    ref=request.ref,
+                    channel=name,
+                    code="too_many_channels",
+                ),
+            )
+            return
+        await _answer(request, subscriber, services)
+
+    # Frames
+
+    def _start_writer(self) -> None:
+        """Frames (or a close) were queued and no writer is running: start one."""
+        if self._writer is None and not self._gone:
+            self._writer = asyncio.get_running_loop().create_task(self._write_frames())
+
+    async def _write_frames(self) -> None:
+        """Sends queued frames in order, then ends; broadcasts to an idle, writable socket skip the queue
+        (app.wire), so most connections never need this."""
+        subscriber = self.subscriber
+        try:
+            while subscriber.backlog:
+                frame = await subscriber.next_frame()
+                if isinstance(frame, CloseFrame):
+                    await self._socket.close(frame.code, frame.reason)
+                    return
+                await self._socket.send_text(frame)
+                subscriber.sent()
+        except (OSError, RuntimeError, WebSocketDisconnect):
+            return  # the client went away; its disconnect cleans up
+        finally:
+            self._writer = None
+
+    def _close(self) -> None:
+        """The socket is gone: release everything the connection holds (once)."""
+        lease, self._lease = self._lease, None
+        if lease is None:
+            return
+        if self._expiry is not None:
+            self._expiry.cancel()
+        lease.release()
+        subscriber = self.subscriber
         for replay in list(subscriber.replays.values()):
             replay.cancel()
-        services.hub.disconnect(subscriber)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        self._services.hub.disconnect(subscriber)
+        subscriber.attach(None)
+        if self._writer is not None:
+            self._writer.cancel()
 
 
 async def _authenticate(websocket: WebSocket, services: Services) -> Principal | AuthError:
@@ -114,79 +350,6 @@ def _token_expired(subscriber: Subscriber) -> None:
     subscriber.close(CLOSE_POLICY_VIOLATION, "token expired", drop_pending=not delivered)
 
 
-async def _write_frames(websocket: WebSocket, subscriber: Subscriber) -> None:
-    """Sends queued frames in order; broadcasts to an idle, writable socket skip the queue (app.wire)."""
-    try:
-        while True:
-            frame = await subscriber.next_frame()
-            if isinstance(frame, CloseFrame):
-                await websocket.close(frame.code, frame.reason)
-                return
-            await websocket.send_text(frame)
-            subscriber.sent()
-    except (WebSocketDisconnect, RuntimeError):
-        return  # the client went away; the reader sees the disconnect and cleans up
-
-
-async def _serve_requests(
-    websocket: WebSocket, subscriber: Subscriber, services: Services, expiry: ExpiryTimer
-) -> None:
-    hub = services.hub
-    settings = services.settings
-    limit = settings.realtime_max_message_bytes
-    max_channels = settings.realtime_max_channels_per_connection
-    rate = MessageRate(settings.realtime_max_messages_per_second)
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        if subscriber.closing:
-            continue  # a close is on its way; requests after it are moot
-        # Every frame counts against the rate, before any work is spent on it; message contents are
-        # never logged (an access_token carries a credential).
-        admission = rate.admit()
-        if admission is not Admission.ACCEPT:
-            _rate_limited(subscriber, services, close=admission is Admission.CLOSE)
-            continue
-        text = message.get("text")
-        if text is None:
-            hub.offer_to(
-                [subscriber], protocol.encode_error("binary frames are not supported: send JSON text")
-            )
-            continue
-        # len() counts characters; only encode when the text could be over the limit in UTF-8 bytes.
-        if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
-            hub.offer_to([subscriber], protocol.encode_error(f"message is larger than {limit} bytes"))
-            subscriber.close(CLOSE_MESSAGE_TOO_BIG, "message too big")
-            continue
-        try:
-            request = protocol.parse_request(text)
-        except protocol.ProtocolError as error:
-            hub.offer_to([subscriber], protocol.encode_error(str(error), ref=error.ref))
-            continue
-        if isinstance(request, protocol.AccessTokenRequest):
-            await _refresh_token(request, subscriber, services, expiry)
-            continue
-        name = request.channel.name
-        # Subscribing again to a channel already subscribed does not count.
-        if (
-            request.type == "subscribe"
-            and name not in subscriber.channels
-            and len(subscriber.channels) >= max_channels
-        ):
-            hub.offer_to(
-                [subscriber],
-                protocol.encode_error(
-                    f"too many channels: at most {max_channels} per connection; unsubscribe from one first",
-                    ref=request.ref,
-                    channel=name,
-                    code="too_many_channels",
-                ),
-            )
-            continue
-        await _answer(request, subscriber, services)
-
-
 def _rate_limited(subscriber: Subscriber, services: Services, *, close: bool) -> None:
     rate = services.settings.realtime_max_messages_per_second
     if close:
@@ -199,11 +362,12 @@ def _rate_limited(subscriber: Subscriber, services: Services, *, close: bool) ->
 
 
 async def _refresh_token(
-    request: protocol.AccessTokenRequest, subscriber: Subscriber, services: Services, expiry: ExpiryTimer
+    request: protocol.AccessTokenRequest, connection: Connection, services: Services
 ) -> None:
     """Replace the connection's token in band. The new one must pass every check and name the same `sub`;
     an anonymous connection cannot take one (it would change who the connection is: reconnect instead)."""
     hub = services.hub
+    subscriber = connection.subscriber
     current = subscriber.principal
     if not current.authenticated:
         hub.offer_to(
@@ -232,7 +396,7 @@ async def _refresh_token(
         )
         return
     left = hub.change_principal(subscriber, principal)
-    expiry.schedule(services.verifier.expires_at(principal))
+    connection.schedule_expiry(principal)
     hub.offer_to([subscriber], protocol.encode_reply(request.ref))
     if left:
         _rejoin(subscriber, left, services)

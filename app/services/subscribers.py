@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.services.audience import Audience, audience_of
@@ -31,6 +32,8 @@ class Subscriber:
         "_capacity",
         "_closing",
         "_frames",
+        "_held",
+        "_on_backlog",
         "_room_needed",
         "_room_waiter",
         "_sending",
@@ -52,16 +55,24 @@ class Subscriber:
         self.replays: dict[str, asyncio.Task[None]] = {}
         self._capacity = capacity
         self._frames: deque[str] = deque()
+        # The writer waiting in next_frame, if any; else what to call when there is something to send
+        # (a connection starts its writer task only then: an idle connection has none).
         self._waiter: asyncio.Future[None] | None = None
+        self._on_backlog: Callable[[], None] | None = None
         self._closing: CloseFrame | None = None
         self._room_waiter: asyncio.Future[None] | None = None
         self._room_needed = 0
         # The direct path to the socket (app.wire), and whether a queued frame is being sent right now.
         self._writer: FrameWriter | None = None
         self._sending = False
+        # Direct-path frames of the batch being published, written together when it ends (Hub.batch).
+        self._held: list[tuple[str, bytes]] | None = None
 
-    def attach(self, writer: FrameWriter | None) -> None:
+    def attach(self, writer: FrameWriter | None, on_backlog: Callable[[], None] | None = None) -> None:
+        """The direct path to the socket, and what to call when frames (or a close) are queued while no
+        writer waits in next_frame: the connection then starts one."""
         self._writer = writer
+        self._on_backlog = on_backlog
 
     @property
     def capacity(self) -> int:
@@ -75,25 +86,52 @@ class Subscriber:
     def closing(self) -> bool:
         return self._closing is not None
 
-    def offer(self, frame: str, wire: bytes | None = None) -> bool:
+    def offer(self, frame: str, wire: bytes | None = None, batch: list[Subscriber] | None = None) -> bool:
         """Queue a frame; False when the queue is full (nothing is queued) or the connection is closing.
 
         With `wire` (the frame's bytes, built once for every subscriber) it is written to the socket at
-        once when nothing is queued or being sent before it, so order is kept either way.
+        once when nothing is queued or being sent before it, so order is kept either way. With `batch`
+        too, it is held until `flush` (the subscriber joins `batch` with its first held frame), so that a
+        batch of changes costs one socket write per subscriber rather than one per change.
         """
         if self._closing is not None or len(self._frames) >= self._capacity:
             return False
         if wire is not None and not self._frames and not self._sending and self._writer is not None:
+            if batch is not None:
+                if self._held is None:
+                    self._held = []
+                    batch.append(self)
+                self._held.append((frame, wire))
+                return True
             if self._writer.try_write(wire):
                 return True
+        self._queue_held()
         self._frames.append(frame)
         self._wake()
         return True
+
+    def flush(self) -> None:
+        """Write the frames held for a batch in one write, or queue them when the socket cannot take it."""
+        held = self._held
+        self._held = None
+        if not held or self._closing is not None:
+            return
+        wire = held[0][1] if len(held) == 1 else b"".join(w for _, w in held)
+        if self._frames or self._sending or self._writer is None or not self._writer.try_write(wire):
+            self._frames.extend(f for f, _ in held)
+            self._wake()
+
+    def _queue_held(self) -> None:
+        # A frame that must be queued goes behind the held ones: order is kept.
+        if self._held:
+            self._frames.extend(f for f, _ in self._held)
+            self._held = None
 
     def close(self, code: int, reason: str = "", *, drop_pending: bool = False) -> None:
         """Ask the writer to close after the queued frames (or at once, dropping them)."""
         if self._closing is not None:
             return
+        self._queue_held()
         if drop_pending:
             self._frames.clear()
         self._closing = CloseFrame(code, reason)
@@ -109,6 +147,11 @@ class Subscriber:
                 await self._room_waiter
             finally:
                 self._room_waiter = None
+
+    @property
+    def backlog(self) -> bool:
+        """Whether a writer has something to do: frames queued, or a close to send."""
+        return bool(self._frames) or self._closing is not None
 
     async def next_frame(self) -> str | CloseFrame:
         """The next frame to send, waiting for one; a CloseFrame once the queue is closed and drained."""
@@ -137,5 +180,8 @@ class Subscriber:
 
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self._on_backlog is not None:
+            self._on_backlog()

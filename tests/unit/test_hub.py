@@ -10,6 +10,8 @@ from app.protocol import HEARTBEAT
 from app.services.auth import ANONYMOUS
 from app.services.hub import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, Hub
 from app.services.subscribers import CloseFrame, Subscriber
+from app.wire import text_frame
+from tests.support.writers import RecordingWriter
 
 TIMEOUT = 5.0  # generous: only bounds a broken test, never measures anything
 CHANNEL = "table:public.products"
@@ -217,3 +219,63 @@ async def test_heartbeats_reach_connected_subscribers() -> None:
         heartbeats.cancel()
         with pytest.raises(asyncio.CancelledError):
             await heartbeats
+
+
+# --- Batches: one socket write per subscriber ------------------------------------------------------------
+
+
+def direct_subscriber(hub: Hub, *channels: str) -> tuple[Subscriber, RecordingWriter]:
+    subscriber = hub.connect(ANONYMOUS)
+    writer = RecordingWriter()
+    subscriber.attach(writer)  # type: ignore[arg-type]
+    for channel in channels:
+        hub.subscribe(subscriber, channel)
+    return subscriber, writer
+
+
+async def test_a_batch_is_one_write_per_subscriber_in_publish_order() -> None:
+    hub = make_hub()
+    (_, both), (_, one) = direct_subscriber(hub, CHANNEL, OTHER), direct_subscriber(hub, OTHER)
+    with hub.batch():
+        hub.publish(CHANNEL, "1")
+        hub.publish(OTHER, "2")
+        hub.publish(CHANNEL, "3")
+        assert both.writes == one.writes == []  # held until the batch ends
+    assert both.writes == [text_frame("1") + text_frame("2") + text_frame("3")]
+    assert one.writes == [text_frame("2")]
+    hub.publish(OTHER, "4")  # outside a batch: written at once
+    assert one.writes == [text_frame("2"), text_frame("4")]
+
+
+async def test_a_batch_the_socket_cannot_take_is_queued_in_order() -> None:
+    hub = make_hub()
+    subscriber, writer = direct_subscriber(hub, CHANNEL)
+    with hub.batch():
+        hub.publish(CHANNEL, "1")
+        hub.publish(CHANNEL, "2")
+        writer.open = False
+    assert writer.writes == []
+    hub.publish(CHANNEL, "3")  # behind the queued frames, not around them
+    assert await take(subscriber, 3) == ["1", "2", "3"]
+
+
+async def test_a_queued_frame_inside_a_batch_goes_behind_the_held_ones() -> None:
+    hub = make_hub()
+    subscriber, writer = direct_subscriber(hub, CHANNEL)
+    with hub.batch():
+        hub.publish(CHANNEL, "1")
+        hub.offer_to([subscriber], "reply")  # no wire bytes: it must take the queue
+        hub.publish(CHANNEL, "2")
+    assert writer.writes == []
+    assert await take(subscriber, 3) == ["1", "reply", "2"]
+
+
+async def test_a_subscriber_closed_in_a_batch_gets_nothing_more_of_it() -> None:
+    hub = make_hub(queue_size=1)
+    subscriber, writer = direct_subscriber(hub, CHANNEL)
+    with hub.batch():
+        hub.publish(CHANNEL, "1")
+        subscriber.close(CLOSE_GOING_AWAY, drop_pending=True)
+        hub.publish(CHANNEL, "2")
+    assert writer.writes == []
+    assert await take(subscriber, 1) == [CloseFrame(CLOSE_GOING_AWAY)]

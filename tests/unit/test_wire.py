@@ -1,12 +1,15 @@
-"""Frames built once for every subscriber must be exactly what websockets itself would send."""
+"""Frames built once for every subscriber must be exactly what websockets itself would send; the light
+stand-ins for uvicorn's per-connection queue and event behave as those did."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from app.wire import text_frame
+from app.wire import Inbox, WritableFlag, text_frame
 
 
 def parse(data: bytes) -> Frame:
@@ -34,3 +37,46 @@ def test_the_frame_matches_what_websockets_serializes() -> None:
     payload = '{"type":"heartbeat"}'
     expected = Frame(Opcode.TEXT, payload.encode()).serialize(mask=False, extensions=[])
     assert text_frame(payload) == expected
+
+
+async def test_the_inbox_is_a_fifo_until_a_receiver_takes_over_in_order() -> None:
+    inbox = Inbox()
+    assert inbox.empty()
+    inbox.put_nowait({"type": "websocket.connect"})
+    assert await inbox.get() == {"type": "websocket.connect"}
+    waiting = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait({"type": "websocket.receive", "text": "1"})
+    assert await asyncio.wait_for(waiting, 5) == {"type": "websocket.receive", "text": "1"}
+    inbox.put_nowait({"type": "websocket.receive", "text": "2"})
+    inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    assert not inbox.empty()
+    received: list[dict[str, object]] = []
+    inbox.attach(received.append)
+    inbox.put_nowait({"type": "websocket.receive", "text": "3"})
+    assert received == [
+        {"type": "websocket.receive", "text": "2"},
+        {"type": "websocket.disconnect", "code": 1000},
+        {"type": "websocket.receive", "text": "3"},
+    ]
+    assert inbox.empty()
+
+
+async def test_the_writable_flag_releases_every_waiter_when_set() -> None:
+    flag = WritableFlag()
+    assert flag.is_set() and await flag.wait()
+    flag.clear()
+    waiters = [asyncio.create_task(flag.wait()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    flag.set()
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 5) == [True, True]
+    # A waiter cancelled while the transport is paused leaves nothing behind.
+    flag.clear()
+    cancelled = asyncio.create_task(flag.wait())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    flag.set()
+    assert flag.is_set()

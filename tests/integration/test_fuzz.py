@@ -404,7 +404,7 @@ async def _expect_close(client: RealtimeClient, code: int) -> None:
 
 
 async def _send_all(client: RealtimeClient, burst: list[Frame]) -> None:
-    """Back to back. Sending fails once the server has closed (after a terminal frame): that is expected."""
+    """Back to back. Sending fails once the server has closed (at a terminal frame): that is expected."""
     for index, frame in enumerate(burst):
         try:
             if frame.expect == "invalid_utf8":
@@ -412,8 +412,10 @@ async def _send_all(client: RealtimeClient, burst: list[Frame]) -> None:
             else:
                 await client.send_raw(frame.data)
         except ConnectionClosed:
-            assert any(f.expect in TERMINAL for f in burst[:index]), (
-                f"the server closed the connection before frame {index}, after no frame that closes it"
+            # The frame being sent counts: the server may refuse an oversized frame from its header and
+            # close while the rest of it is still being written.
+            assert any(f.expect in TERMINAL for f in burst[: index + 1]), (
+                f"the server closed the connection at frame {index}, after no frame that closes it"
             )
             return
 

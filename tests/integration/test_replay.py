@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from app import migrations
 from tests.conftest import make_settings
 from tests.support.client import RealtimeClient, realtime_client
+from tests.support.databases import scratch_database
 from tests.support.server import ServerThread
 
 
@@ -224,51 +226,64 @@ async def _wait_for_pruning_past(db: psycopg.AsyncConnection, change_id: int) ->
     raise AssertionError(f"the change log was never pruned past {change_id}")
 
 
-async def test_pruned_history_is_reported_as_a_replay_gap_before_what_remains(
-    database_url: str, db: psycopg.AsyncConnection, table: str
-) -> None:
-    channel = f"table:public.{table}"
-    settings = make_settings(database_url, realtime_retention_max_rows=5, realtime_retention_interval=0.05)
-    with ServerThread(settings) as server:
-        async with realtime_client(server.ws_url) as client:
-            await client.subscribe(channel)
-            await _insert(db, table, *(f"old {n}" for n in range(10)))
-            old = await client.broadcasts(10)
-        await _wait_for_pruning_past(db, old[0]["id"])
-        async with realtime_client(server.ws_url) as client:
-            await client.subscribe(channel, since=old[0]["id"])
-            gap = await client.receive()
-            replayed = await client.broadcasts(5)
-            await _insert(db, table, "live")
-            [live] = await client.broadcasts(1)
-    assert gap["type"] == "error" and gap["code"] == "replay_gap" and gap["channel"] == channel
-    assert "no longer retained" in gap["error"]
-    assert _names(replayed) == [f"old {n}" for n in range(5, 10)]
-    assert live["payload"]["record"]["name"] == "live"
+class TestRetention:
+    """Pruning tests run on a database of their own: pruning the shared log would turn every later
+    `since=0` there into a replay gap."""
 
+    @pytest.fixture
+    def database_url(self, server_url: str) -> Iterator[str]:
+        with scratch_database(server_url) as url:
+            migrations.upgrade(url)
+            yield url
 
-async def test_changes_are_pruned_by_age(database_url: str, db: psycopg.AsyncConnection, table: str) -> None:
-    settings = make_settings(
-        database_url,
-        realtime_retention_seconds=0.2,
-        realtime_retention_max_rows=None,
-        realtime_retention_interval=0.05,
-    )
-    with ServerThread(settings) as server:
-        async with realtime_client(server.ws_url) as client:
-            await client.subscribe(f"table:public.{table}")
-            await _insert(db, table, "ages")
-            [change] = await client.broadcasts(1)
-            await _wait_for_pruning_past(db, change["id"])
-            remaining = await (
-                await db.execute(
-                    "SELECT count(*) FROM fluxbase_realtime.change_log WHERE table_name = %s", (table,)
-                )
-            ).fetchone()
-            assert remaining == (0,)
-            await _insert(db, table, "still delivered")
-            [after] = await client.broadcasts(1)
-    assert after["payload"]["record"]["name"] == "still delivered"
+    async def test_pruned_history_is_reported_as_a_replay_gap_before_what_remains(
+        self, database_url: str, db: psycopg.AsyncConnection, table: str
+    ) -> None:
+        channel = f"table:public.{table}"
+        settings = make_settings(
+            database_url, realtime_retention_max_rows=5, realtime_retention_interval=0.05
+        )
+        with ServerThread(settings) as server:
+            async with realtime_client(server.ws_url) as client:
+                await client.subscribe(channel)
+                await _insert(db, table, *(f"old {n}" for n in range(10)))
+                old = await client.broadcasts(10)
+            await _wait_for_pruning_past(db, old[0]["id"])
+            async with realtime_client(server.ws_url) as client:
+                await client.subscribe(channel, since=old[0]["id"])
+                gap = await client.receive()
+                replayed = await client.broadcasts(5)
+                await _insert(db, table, "live")
+                [live] = await client.broadcasts(1)
+        assert gap["type"] == "error" and gap["code"] == "replay_gap" and gap["channel"] == channel
+        assert "no longer retained" in gap["error"]
+        assert _names(replayed) == [f"old {n}" for n in range(5, 10)]
+        assert live["payload"]["record"]["name"] == "live"
+
+    async def test_changes_are_pruned_by_age(
+        self, database_url: str, db: psycopg.AsyncConnection, table: str
+    ) -> None:
+        settings = make_settings(
+            database_url,
+            realtime_retention_seconds=0.2,
+            realtime_retention_max_rows=None,
+            realtime_retention_interval=0.05,
+        )
+        with ServerThread(settings) as server:
+            async with realtime_client(server.ws_url) as client:
+                await client.subscribe(f"table:public.{table}")
+                await _insert(db, table, "ages")
+                [change] = await client.broadcasts(1)
+                await _wait_for_pruning_past(db, change["id"])
+                remaining = await (
+                    await db.execute(
+                        "SELECT count(*) FROM fluxbase_realtime.change_log WHERE table_name = %s", (table,)
+                    )
+                ).fetchone()
+                assert remaining == (0,)
+                await _insert(db, table, "still delivered")
+                [after] = await client.broadcasts(1)
+        assert after["payload"]["record"]["name"] == "still delivered"
 
 
 async def test_since_ahead_of_the_database_is_a_replay_gap_then_live(

@@ -116,10 +116,18 @@ def paced(
 
 
 def flat_out(
-    bench: Bench, table: str, *, rows: int, duration: float, max_rows: int, drain_timeout: float
+    bench: Bench,
+    table: str,
+    *,
+    rows: int,
+    duration: float,
+    max_rows: int,
+    drain_timeout: float,
+    per_second: float = 0.0,
 ) -> Measurement:
-    """`rows`-row INSERT statements as fast as one writer can commit them, for `duration` s."""
-    args = (bench.dsn, table, rows, duration, max_rows)
+    """`rows`-row INSERT statements as fast as one writer can commit them (or `per_second` of them), for
+    `duration` s."""
+    args = (bench.dsn, table, rows, duration, max_rows, per_second)
     return _measure(bench, ("flat_out", args), duration * 3 + 60, drain_timeout)
 
 

@@ -142,14 +142,23 @@ class _Writer:
         report.cpu = time.process_time()
         return report
 
-    def flat_out(self, dsn: str, table: str, rows: int, duration: float, max_rows: int) -> WriterReport:
-        """As many `rows`-row INSERT statements as fit in `duration` (at most `max_rows` rows)."""
+    def flat_out(
+        self, dsn: str, table: str, rows: int, duration: float, max_rows: int, per_second: float = 0.0
+    ) -> WriterReport:
+        """As many `rows`-row INSERT statements as fit in `duration` (at most `max_rows` rows); with
+        `per_second`, at most that many statements per second, on an absolute schedule."""
         session = self.session(dsn)
         insert = insert_statement(table, rows, returning=True)
         params = _params(payload_text(SMALL_PAYLOAD), rows)
         report = WriterReport(array("q"), array("d"))
         start = time.monotonic()
         while time.monotonic() - start < duration and len(report.ids) < max_rows:
+            if per_second:
+                delay = start + report.statements / per_second - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                elif delay < -1 / per_second:
+                    report.late += 1
             result = session.execute(insert, params)
             committed = time.time()
             count = result.ntuples

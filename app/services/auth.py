@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
+import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -256,6 +257,12 @@ class TokenVerifier:
         # The service may connect as a superuser: this allow-list is what stops a token from becoming one.
         if not isinstance(role, str) or role not in self._allowed_roles:
             raise AuthError(f"token role {str(role)[:64]!r} is not allowed on this server")
+        # The claims travel on as JSON (the audience of row-level security checks, the database's
+        # request.jwt.claims): a token whose claims cannot be written back is refused here, not at subscribe.
+        try:
+            orjson.dumps(claims)
+        except orjson.JSONEncodeError as error:
+            raise AuthError(f"token claims cannot be used: {str(error)[:80]}") from None
         return Principal(user_id=subject, claims=MappingProxyType(claims), authenticated=True, role=role)
 
     async def _key(self, algorithm: str, header: Mapping[str, Any]) -> Any:

@@ -433,3 +433,16 @@ async def test_allowed_origins(database_url: str, table: str) -> None:
 async def test_any_origin_by_default(server: ServerThread, table: str) -> None:
     async with realtime_client(server.ws_url, origin="https://anywhere.example") as client:
         await client.subscribe(f"table:public.{table}")
+
+
+async def test_a_token_whose_claims_cannot_reach_the_database_is_refused_at_connect(
+    server: ServerThread, db: psycopg.AsyncConnection, table: str
+) -> None:
+    # Python reads a 2**64 claim from JSON; it cannot be written back for row-level security checks.
+    error, code = await refused(f"{server.ws_url}?token={token(counter=2**64)}")
+    assert "claims cannot be used" in error["error"] and code == 1008
+    async with realtime_client(f"{server.ws_url}?token={token(counter=2**64 - 1)}") as client:
+        await client.subscribe(f"table:public.{table}")
+        await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('sentinel')").format(sql.Identifier(table)))
+        [change] = await client.broadcasts(1)
+    assert change["payload"]["record"]["name"] == "sentinel"

@@ -174,6 +174,22 @@ async def test_non_string_sub(verifier: TokenVerifier, sub: object) -> None:
     await rejected(verifier, forged)
 
 
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, [[[2**70]]]])
+async def test_claims_that_cannot_be_written_back_as_json_are_refused(
+    verifier: TokenVerifier, value: object
+) -> None:
+    # Python reads any integer from JSON; the claims must be written again for the database.
+    message = await rejected(verifier, token({"sub": "u", "exp": in_(60), "counter": value}))
+    assert "claims cannot be used" in message and "64-bit" in message
+
+
+async def test_the_largest_64_bit_integers_in_claims_are_fine(verifier: TokenVerifier) -> None:
+    principal = await verifier.verify(
+        token({"sub": "u", "exp": in_(60), "big": 2**64 - 1, "small": -(2**63)})
+    )
+    assert principal.claims["big"] == 2**64 - 1 and principal.claims["small"] == -(2**63)
+
+
 async def test_secret_unset_rejects_every_token() -> None:
     verifier = TokenVerifier(None, ["HS256"])
     unsigned = f"{b64url({'alg': 'none'})}.{b64url({'sub': 'u'})}."

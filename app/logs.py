@@ -39,13 +39,33 @@ class RedactCredentials(logging.Filter):
         return True
 
 
+# What uvicorn's WebSocket protocol logs, with a traceback at ERROR, when a client sends a text frame that
+# is not UTF-8 (it then closes with 1007): any client can cause it, once per connection.
+UVICORN_INVALID_UTF8 = "Invalid UTF-8 sequence received from client."
+
+
+class QuietClientMistakes(logging.Filter):
+    """Turns uvicorn's report of a client's invalid UTF-8 into one INFO line without a traceback: a
+    misbehaving client is not a server error, and must not be able to flood the log with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.error" and record.msg == UVICORN_INVALID_UTF8:
+            record.msg, record.args = (
+                "websocket_invalid_utf8 closed with 1007 (a text frame was not UTF-8)",
+                None,
+            )
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def logging_config(level: str) -> dict[str, Any]:
     """A dictConfig for uvicorn and the app; every handler carries the redaction filter."""
     upper = level.upper()
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": RedactCredentials}},
+        "filters": {"redact": {"()": RedactCredentials}, "client_mistakes": {"()": QuietClientMistakes}},
         "formatters": {
             "default": {"format": "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"},
             "access": {
@@ -56,7 +76,11 @@ def logging_config(level: str) -> dict[str, Any]:
             },
         },
         "handlers": {
-            "default": {"class": "logging.StreamHandler", "formatter": "default", "filters": ["redact"]},
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["client_mistakes", "redact"],
+            },
             "access": {"class": "logging.StreamHandler", "formatter": "access", "filters": ["redact"]},
         },
         "loggers": {

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 
 import pytest
 
-from app.logs import RedactCredentials, logging_config, redact
+from app.logs import UVICORN_INVALID_UTF8, QuietClientMistakes, RedactCredentials, logging_config, redact
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl"
 
@@ -89,3 +90,38 @@ def test_logging_config_puts_the_filter_on_every_handler() -> None:
     assert config["filters"]["redact"]["()"] is RedactCredentials
     assert all("redact" in handler["filters"] for handler in config["handlers"].values())
     assert config["loggers"]["app"]["level"] == "DEBUG"
+
+
+def test_a_clients_invalid_utf8_is_one_info_line_without_a_traceback() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(QuietClientMistakes())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("uvicorn.error")
+    saved = logger.handlers, logger.propagate, logger.level
+    logger.handlers, logger.propagate, logger.level = [handler], False, logging.INFO
+    try:
+        try:
+            b"\xff".decode()
+        except UnicodeDecodeError:
+            logger.exception(UVICORN_INVALID_UTF8)  # as uvicorn logs it
+        logger.error("another error")
+    finally:
+        logger.handlers, logger.propagate, logger.level = saved
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "INFO websocket_invalid_utf8 closed with 1007 (a text frame was not UTF-8)",
+        "ERROR another error",
+    ]
+
+
+def test_uvicorn_still_logs_invalid_utf8_with_the_text_the_filter_matches() -> None:
+    from uvicorn.protocols.websockets import websockets_sansio_impl
+
+    assert f'"{UVICORN_INVALID_UTF8}"' in inspect.getsource(websockets_sansio_impl)
+
+
+def test_logging_config_quiets_client_mistakes_on_the_default_handler() -> None:
+    config = logging_config("INFO")
+    assert config["filters"]["client_mistakes"]["()"] is QuietClientMistakes
+    assert "client_mistakes" in config["handlers"]["default"]["filters"]

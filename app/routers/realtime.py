@@ -505,6 +505,7 @@ async def _refusal(
     try:
         status = await services.tables.status(channel)
         access = await services.rls.access(channel, audience.role)
+        through = await services.tables.captured_through(channel) if status is TableStatus.PARTITION else None
     except Exception:
         log.exception("table_status_failed")
         return protocol.encode_error(
@@ -513,6 +514,13 @@ async def _refusal(
     table = f"{channel.schema}.{channel.table}"
     if status is TableStatus.MISSING:
         return protocol.encode_error(f"table {table} does not exist", ref=request.ref, channel=name)
+    if status is TableStatus.PARTITION:
+        return protocol.encode_error(
+            f"table {table} is a partition of a realtime partitioned table, whose channel reports its "
+            f"changes: subscribe to {through or 'the partitioned table'}",
+            ref=request.ref,
+            channel=name,
+        )
     if status is TableStatus.DISABLED:
         return protocol.encode_error(
             f"realtime is not enabled on table {table}: run SELECT enable_realtime(schema, table)",

@@ -10,13 +10,14 @@ import pytest
 from psycopg import sql
 
 from app import migrations
+from app.services.changes import FEED_SESSION_OPTIONS, READ
 from tests.support.databases import scratch_database
 
 TRANSACTIONS = 5000
 
 
 async def test_reading_a_few_new_changes_does_not_scan_the_whole_log(
-    db: psycopg.AsyncConnection, table: str
+    database_url: str, db: psycopg.AsyncConnection, table: str
 ) -> None:
     # Statistics taken after bulk loads (many changes per transaction), then a busy single-row writer: the
     # planner expects thousands of log rows per transaction, the shape that made it scan the whole log.
@@ -45,6 +46,26 @@ async def test_reading_a_few_new_changes_does_not_scan_the_whole_log(
         await db.execute("SELECT id FROM fluxbase_realtime.changes_after(%s, 500, 16777216)", (head - 5,))
     ).fetchall()
     assert [r[0] for r in rows] == list(range(head - 4, head + 1))
+
+    # The feed's own session prepares the read and always runs its generic plan, which must not scan either.
+    async with await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, options=FEED_SESSION_OPTIONS
+    ) as feed:
+        for after in range(head - 8, head):
+            await feed.execute(READ, (after, 500, 16777216), prepare=True)
+        [(name, generic_plans, custom_plans)] = await (
+            await feed.execute(
+                "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE %s",
+                ("%changes_after%",),
+                prepare=False,
+            )
+        ).fetchall()
+        assert (generic_plans, custom_plans) == (8, 0)
+        explain = sql.SQL("EXPLAIN EXECUTE {}({}, 500, 16777216)").format(sql.Identifier(name), head - 5)
+        generic = "\n".join(row[0] for row in await (await feed.execute(explain, prepare=False)).fetchall())
+    assert "Seq Scan on change_log" not in generic and "Seq Scan on commits" not in generic, generic
+    assert "change_log_pkey" in generic, generic
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 SEQUENCE = "SELECT fluxbase_realtime.sequence_commits()"
 READ = "SELECT * FROM fluxbase_realtime.changes_after(%s, %s, %s)"
+WAKE = "SELECT * FROM fluxbase_realtime.sequence_and_read(%s, %s, %s)"
 # The feed's session. JIT off as on the pool's connections (app.main). Generic plans: the read is prepared,
 # but left to choose, PostgreSQL plans it anew at every execution once the log is large (a generic range
 # over `commits` is estimated at thousands of rows, so the custom plan always looks cheaper): with 1.1M
@@ -115,11 +116,7 @@ class RecentChanges:
 
 async def fetch_id(conn: AsyncConnection[Any], query: str) -> int:
     """The single bigint a query returns (0 for NULL or no row)."""
-    return await fetch_one_id(await conn.execute(query))
-
-
-async def fetch_one_id(cursor: AsyncCursor[Any]) -> int:
-    row = await cursor.fetchone()
+    row = await (await conn.execute(query)).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
@@ -245,14 +242,14 @@ class ChangeFeed:
     async def _catch_up(self) -> None:
         conn = await self._connection()
         try:
-            # The sequencer pass and the first read travel together: one round trip per wake-up. The
-            # read runs in the pass's implicit transaction, so it sees what the pass numbered, and the
-            # pass's advisory lock keeps other instances from numbering more until both are done.
-            async with conn.pipeline():
-                sequenced = await conn.execute(SEQUENCE)
-                first = await self._read(conn)
-                head = await fetch_one_id(sequenced)
-                rows = await first.fetchall()
+            # The sequencer pass and the first read in one statement: one round trip per wake-up, and
+            # cheaper than the two in a pipeline (sql/0014_sequence_and_read.sql). When nothing is there
+            # to read, its one row carries only the head.
+            woken = await (
+                await conn.execute(WAKE, (self.last_id, self._batch_size, self._batch_bytes), prepare=True)
+            ).fetchall()
+            head = int(woken[0][0])
+            rows = [row[1:] for row in woken if row[1] is not None]
             while self.last_id < head:
                 if not rows:
                     rows = await (await self._read(conn)).fetchall()
@@ -270,8 +267,8 @@ class ChangeFeed:
 
     def _read(self, conn: AsyncConnection[Any]) -> Awaitable[AsyncCursor[Any]]:
         # Prepared: planning the inlined function took 0.4 ms against 0.1 ms to run it. Its join is a nested
-        # loop of index scans whatever the ids (sql/0011_log_reads_by_index.sql), so the generic plan that
-        # PostgreSQL settles on after a few executions is as good as a custom one.
+        # loop of index scans whatever the ids (sql/0011_log_reads_by_index.sql), so its generic plan, which
+        # the feed's session always uses (FEED_SESSION_OPTIONS), is as good as a custom one.
         return conn.execute(READ, (self.last_id, self._batch_size, self._batch_bytes), prepare=True)
 
     async def _deliver(self, changes: list[Change]) -> None:

@@ -14,7 +14,7 @@ from app.config import Settings
 from app.routers import health, realtime, stats
 from app.services.audience import Audience
 from app.services.auth import TokenVerifier
-from app.services.changes import Change, ChangeFeed, ChangeFramer
+from app.services.changes import SESSION_OPTIONS, Change, ChangeFeed, ChangeFramer
 from app.services.container import Services
 from app.services.hub import Hub
 from app.services.limits import ConnectionLimiter
@@ -26,8 +26,6 @@ from app.services.tables import TableDirectory
 
 log = logging.getLogger(__name__)
 
-
-NO_JIT = "-c jit=off"
 
 # A change's frame for each audience of a table with row-level security (None: not for that audience).
 AudienceFrames = Mapping[Audience, str | None]
@@ -45,9 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
             conninfo,
             min_size=2,
             max_size=settings.realtime_pool_size,
-            # JIT compiles a plan whose estimated cost is high, whatever it really costs: 114 ms was measured
-            # for a query that ran in under one. Every query the service runs is short.
-            kwargs={"autocommit": True, "application_name": "fluxbase-realtime", "options": NO_JIT},
+            kwargs={"autocommit": True, "application_name": "fluxbase-realtime", "options": SESSION_OPTIONS},
             open=False,
         )
         await pool.open(wait=True, timeout=30)

@@ -20,12 +20,16 @@ log = logging.getLogger(__name__)
 SEQUENCE = "SELECT fluxbase_realtime.sequence_commits()"
 READ = "SELECT * FROM fluxbase_realtime.changes_after(%s, %s, %s)"
 WAKE = "SELECT * FROM fluxbase_realtime.sequence_and_read(%s, %s, %s)"
-# The feed's session. JIT off as on the pool's connections (app.main). Generic plans: the read is prepared,
-# but left to choose, PostgreSQL plans it anew at every execution once the log is large (a generic range
-# over `commits` is estimated at thousands of rows, so the custom plan always looks cheaper): with 1.1M
-# logged changes, 0.53 ms a read instead of 0.15. Its generic plan is index probes whatever the values
-# (tests/integration/test_log_reads.py), as are the sequencer pass's (0012_sequencer_by_index.sql).
-FEED_SESSION_OPTIONS = "-c jit=off -c plan_cache_mode=force_generic_plan"
+# Every session of the service (the pool's, the feed's). JIT compiles a plan whose estimated cost is high,
+# whatever it really costs: 114 ms was measured for a query that ran in under one. Every query the service
+# runs is short.
+SESSION_OPTIONS = "-c jit=off"
+# The feed's session also runs generic plans: the read is prepared, but left to choose, PostgreSQL plans it
+# anew at every execution once the log is large (a generic range over `commits` is estimated at thousands
+# of rows, so the custom plan always looks cheaper): with 1.1M logged changes, 0.53 ms a read instead of
+# 0.15. Its generic plan is index probes whatever the values (tests/integration/test_log_reads.py), as are
+# the sequencer pass's (0012_sequencer_by_index.sql).
+FEED_SESSION_OPTIONS = f"{SESSION_OPTIONS} -c plan_cache_mode=force_generic_plan"
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,14 +148,11 @@ async def test_disable_realtime_on_a_partition_names_the_table_to_disable(
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
         await db.execute("SELECT disable_realtime('public', %s)", (deep,))
     assert f"captured through its partitioned table public.{root}" in str(refused.value)
-    statuses = [
-        (await (await db.execute("SELECT fluxbase_realtime.table_status('public', %s)", (t,))).fetchone())
-        for t in (root, deep)
-    ]
-    assert statuses == [("enabled",), ("partition",)]
+    assert await _statuses(db, root, deep) == [("enabled",), ("partition",)]
     await db.execute("SELECT disable_realtime('public', %s)", (root,))
-    after = [
-        (await (await db.execute("SELECT fluxbase_realtime.table_status('public', %s)", (t,))).fetchone())
-        for t in (root, deep)
-    ]
-    assert after == [("disabled",), ("disabled",)]
+    assert await _statuses(db, root, deep) == [("disabled",), ("disabled",)]
+
+
+async def _statuses(db: psycopg.AsyncConnection, *tables: str) -> list[tuple[str, ...] | None]:
+    status = "SELECT fluxbase_realtime.table_status('public', %s)"
+    return [await (await db.execute(status, (t,))).fetchone() for t in tables]

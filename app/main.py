@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
+from app.channels.kind import ChannelKinds
+from app.channels.table import TableChannels
 from app.config import Settings
 from app.routers import health, realtime, stats
 from app.services.audience import Audience
@@ -86,6 +88,18 @@ def create_app(settings: Settings) -> FastAPI:
         )
         await feed.start_at_head()
         listener = ChangeListener(conninfo, settings.realtime_notify_channel, feed.wake)
+        tables = TableDirectory(pool)
+        replayer = Replayer(
+            pool,
+            hub,
+            feed,
+            framer,
+            rls,
+            batch=settings.realtime_fetch_batch,
+            batch_bytes=settings.realtime_fetch_batch_bytes,
+        )
+        # Table channels first: after a token refresh they rejoin before anything awaits.
+        channels = ChannelKinds(TableChannels(hub, feed, replayer, tables, rls))
         app.state.services = Services(
             settings=settings,
             pool=pool,
@@ -108,19 +122,12 @@ def create_app(settings: Settings) -> FastAPI:
                 per_user=settings.realtime_max_connections_per_user,
                 per_address=settings.realtime_max_connections_per_address,
             ),
-            tables=TableDirectory(pool),
+            tables=tables,
             listener=listener,
             feed=feed,
             rls=rls,
-            replayer=Replayer(
-                pool,
-                hub,
-                feed,
-                framer,
-                rls,
-                batch=settings.realtime_fetch_batch,
-                batch_bytes=settings.realtime_fetch_batch_bytes,
-            ),
+            replayer=replayer,
+            channels=channels,
         )
         pruner = ChangeLogPruner(
             pool,

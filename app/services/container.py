@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
+from app.channels.kind import ChannelKinds
 from app.config import Settings
 from app.services.auth import TokenVerifier
 from app.services.changes import ChangeFeed
@@ -31,3 +32,4 @@ class Services:
     feed: ChangeFeed
     rls: RowSecurity
     replayer: Replayer
+    channels: ChannelKinds

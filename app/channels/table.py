@@ -1,0 +1,192 @@
+"""`table:{schema}.{table}` channels: subscribing (with `since`), unsubscribing, and rejoining after a
+token refresh, each without a gap or a duplicate at the seam between replayed and live changes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Coroutine
+
+from app import protocol
+from app.protocol import TableChannel
+from app.services.changes import ChangeFeed
+from app.services.hub import Hub
+from app.services.replay import Replayer
+from app.services.rls import RowSecurity
+from app.services.subscribers import Subscriber
+from app.services.tables import TableDirectory, TableStatus
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBE_FAILED = "subscribe failed (the database is unavailable): try again"
+
+
+class TableChannels:
+    """The table channel kind (app.channels.kind.ChannelKind)."""
+
+    prefix = protocol.TABLE_PREFIX
+
+    def __init__(
+        self, hub: Hub, feed: ChangeFeed, replayer: Replayer, tables: TableDirectory, rls: RowSecurity
+    ) -> None:
+        self._hub = hub
+        self._feed = feed
+        self._replayer = replayer
+        self._tables = tables
+        self._rls = rls
+
+    async def subscribe(self, subscriber: Subscriber, request: protocol.ChannelRequest) -> None:
+        hub = self._hub
+        channel = request.channel
+        assert isinstance(channel, TableChannel)
+        name = channel.name
+        refusal = await self._refusal(channel, request, subscriber)
+        if refusal is not None:
+            hub.offer_to([subscriber], refusal)
+            return
+        if request.since is None and hub.is_live(subscriber, name):
+            # Subscribing twice is harmless.
+            hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))
+            return
+        if request.since is None:
+            # "Now": every change committed before this pass is numbered at or below it. Taken before the
+            # ack leaves, so that whatever the client commits after reading the ack is numbered after it;
+            # and before anything changes, so that a failure leaves the subscription as it was.
+            try:
+                now = await self._feed.sequence()
+            except Exception:
+                log.exception("subscribe_failed channel=%s", name)
+                hub.offer_to(
+                    [subscriber], protocol.encode_error(SUBSCRIBE_FAILED, ref=request.ref, channel=name)
+                )
+                return
+        _stop_replay(subscriber, name)
+        # Out of live delivery until the subscription has caught up with the feed, or a change could arrive
+        # twice; the ack goes first, then anything replayed, then live changes.
+        hub.unsubscribe(subscriber, name)
+        subscriber.channels.add(name)
+        hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))
+        if request.since is not None:
+            self._track_replay(subscriber, name, self._replayer.replay(subscriber, channel, request.since))
+            return
+        # Exactly the changes numbered after "now", not those committed before that a lagging feed has yet
+        # to publish. Usually the feed is there already and this returns without waiting.
+        try:
+            await self._replayer.join(subscriber, channel, now)
+        except Exception:
+            log.exception("subscribe_failed channel=%s", name)
+            self._abandon(subscriber, name, SUBSCRIBE_FAILED)
+
+    async def unsubscribe(self, subscriber: Subscriber, request: protocol.ChannelRequest) -> None:
+        name = request.channel.name
+        _stop_replay(subscriber, name)
+        if self._hub.unsubscribe(subscriber, name):
+            self._hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))
+        else:
+            self._hub.offer_to(
+                [subscriber],
+                protocol.encode_error(f"not subscribed to {name}", ref=request.ref, channel=name),
+            )
+
+    async def handle(self, subscriber: Subscriber, request: protocol.Request) -> None:
+        # The parser gives broadcast, track and untrack only broadcast channels.
+        raise TypeError(f"table channels take no {type(request).__name__}")
+
+    async def principal_changed(self, subscriber: Subscriber, left: list[str]) -> None:
+        """Channels the subscriber left live delivery on when its principal changed: everything up to the
+        feed's position now reached it live, so each rejoins from exactly there (replaying what the feed
+        publishes meanwhile), with no await between the change and reading the position."""
+        cursor = self._feed.last_id
+        for name in left:
+            _stop_replay(subscriber, name)
+            channel = protocol.parse_channel(name)
+            assert isinstance(channel, TableChannel)
+            self._track_replay(subscriber, name, self._replayer.join(subscriber, channel, cursor))
+
+    def disconnected(self, subscriber: Subscriber) -> None:
+        for name in [n for n in subscriber.replays if n.startswith(self.prefix)]:
+            _stop_replay(subscriber, name)
+
+    def _track_replay(
+        self, subscriber: Subscriber, name: str, replay: Coroutine[object, object, None]
+    ) -> None:
+        task = asyncio.create_task(replay)
+        subscriber.replays[name] = task
+        task.add_done_callback(functools.partial(self._replay_ended, subscriber=subscriber, channel=name))
+
+    def _replay_ended(self, task: asyncio.Task[None], subscriber: Subscriber, channel: str) -> None:
+        if subscriber.replays.get(channel) is task:
+            del subscriber.replays[channel]
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("replay_failed channel=%s", channel, exc_info=task.exception())
+        self._abandon(
+            subscriber,
+            channel,
+            "replay failed (the database is unavailable): subscribe again with the same since",
+        )
+
+    def _abandon(self, subscriber: Subscriber, channel: str, reason: str) -> None:
+        """Neither replaying nor live: drop the subscription and say so, so that the client subscribes
+        again."""
+        self._hub.unsubscribe(subscriber, channel)
+        self._hub.offer_to(
+            [subscriber], protocol.encode_error(reason, channel=channel, code="subscribe_failed")
+        )
+
+    async def _refusal(
+        self, channel: TableChannel, request: protocol.ChannelRequest, subscriber: Subscriber
+    ) -> str | None:
+        """The error that refuses this subscribe, or None."""
+        name = channel.name
+        audience = subscriber.audience
+        try:
+            status = await self._tables.status(channel)
+            access = await self._rls.access(channel, audience.role)
+            partition = status is TableStatus.PARTITION
+            through = await self._tables.captured_through(channel) if partition else None
+        except Exception:
+            log.exception("table_status_failed")
+            return protocol.encode_error(
+                "could not check the table: the database is unavailable, try again",
+                ref=request.ref,
+                channel=name,
+            )
+        table = f"{channel.schema}.{channel.table}"
+        if status is TableStatus.MISSING:
+            return protocol.encode_error(f"table {table} does not exist", ref=request.ref, channel=name)
+        if status is TableStatus.PARTITION:
+            return protocol.encode_error(
+                f"table {table} is a partition of a realtime partitioned table, whose channel reports its "
+                f"changes: subscribe to {through or 'the partitioned table'}",
+                ref=request.ref,
+                channel=name,
+            )
+        if status is TableStatus.DISABLED:
+            return protocol.encode_error(
+                f"realtime is not enabled on table {table}: run SELECT enable_realtime(schema, table)",
+                ref=request.ref,
+                channel=name,
+            )
+        if access is None or not access.rls_enabled or access.bypass or audience.bypasses_rls:
+            return None
+        role = audience.role
+        if not access.role_exists:
+            reason = f"role {role!r} does not exist in the database"
+        elif not access.allowed_columns:
+            reason = f"role {role!r} may not SELECT table {table}"
+        elif access.policy_count == 0:
+            reason = (
+                f"table {table} has row-level security and no SELECT policy for role {role!r}: "
+                "it can see no row"
+            )
+        else:
+            return None
+        return protocol.encode_error(reason, ref=request.ref, channel=name)
+
+
+def _stop_replay(subscriber: Subscriber, channel: str) -> None:
+    replay = subscriber.replays.pop(channel, None)
+    if replay is not None:
+        replay.cancel()

@@ -103,7 +103,38 @@ class Settings(BaseSettings):
         default=[], description="Origins browsers may connect from; empty: any origin."
     )
 
-    @field_validator("realtime_notify_channel")
+    # Broadcast channels and presence, and the bus between instances.
+    realtime_redis_url: str | None = Field(
+        default=None,
+        description="Redis for the bus between instances (redis://...); unset: through PostgreSQL.",
+    )
+    realtime_bus_channel: str = Field(
+        default="fluxbase_bus",
+        description="The bus's NOTIFY channel (or Redis PUB/SUB channel); all instances must agree.",
+    )
+    realtime_presence_timeout: float = Field(
+        default=15,
+        ge=0.3,
+        le=300,
+        description="Seconds after which an instance that is no longer heard from has its presences leave.",
+    )
+    realtime_max_broadcast_payload_bytes: int = Field(
+        default=32 * 1024, ge=1, description="Largest payload of a client's broadcast (JSON bytes)."
+    )
+    realtime_max_presence_state_bytes: int = Field(
+        default=4096, ge=2, description="Largest presence state a connection may track (JSON bytes)."
+    )
+    realtime_max_presences_per_channel: int = Field(
+        default=10_000, ge=1, description="Presences on one broadcast channel, across every instance."
+    )
+    realtime_max_presence_updates_per_second: float = Field(
+        default=5, gt=0, description="track/untrack messages per second per connection and channel."
+    )
+    realtime_max_http_broadcast_bytes: int = Field(
+        default=1024 * 1024, ge=256, description="Largest request body of POST /api/realtime/broadcast."
+    )
+
+    @field_validator("realtime_notify_channel", "realtime_bus_channel")
     @classmethod
     def _channel_is_identifier(cls, value: str) -> str:
         if not _CHANNEL_NAME.fullmatch(value):
@@ -128,7 +159,7 @@ class Settings(BaseSettings):
         # Browsers send `scheme://host[:port]`; scheme and host are case-insensitive.
         return [origin.rstrip("/").lower() for origin in value]
 
-    @field_validator("jwt_issuer", "jwt_public_key", "jwt_jwks_url", mode="before")
+    @field_validator("jwt_issuer", "jwt_public_key", "jwt_jwks_url", "realtime_redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -10,17 +10,25 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
+from app.channels.broadcast import BroadcastChannels
 from app.channels.kind import ChannelKinds
+from app.channels.presence import PresenceRooms
 from app.channels.table import TableChannels
 from app.config import Settings
-from app.routers import health, realtime, stats
+from app.routers import broadcast, health, realtime, stats
 from app.services.audience import Audience
 from app.services.auth import TokenVerifier
+from app.services.bus import BusTransport
+from app.services.bus.postgres import PostgresTransport
+from app.services.bus.redis import RedisTransport
 from app.services.changes import SESSION_OPTIONS, Change, ChangeFeed, ChangeFramer
+from app.services.channel_access import ChannelAccess
+from app.services.cluster import Cluster
 from app.services.container import Services
 from app.services.hub import Hub
 from app.services.limits import ConnectionLimiter
 from app.services.listener import ChangeListener
+from app.services.presence import PresenceTable
 from app.services.replay import Replayer
 from app.services.retention import ChangeLogPruner
 from app.services.rls import RowSecurity
@@ -98,8 +106,25 @@ def create_app(settings: Settings) -> FastAPI:
             batch=settings.realtime_fetch_batch,
             batch_bytes=settings.realtime_fetch_batch_bytes,
         )
+        broadcasts = BroadcastChannels(hub, replayer, ChannelAccess(pool), settings)
+        presence = PresenceTable()
+        rooms = PresenceRooms(hub, presence, settings, broadcasts.members)
+        transport: BusTransport = (
+            RedisTransport(settings.realtime_redis_url, settings.realtime_bus_channel)
+            if settings.realtime_redis_url
+            else PostgresTransport(conninfo, settings.realtime_bus_channel, pool)
+        )
+        cluster = Cluster(
+            transport,
+            presence,
+            timeout=settings.realtime_presence_timeout,
+            on_broadcast=broadcasts.deliver_remote,
+            on_presence=rooms.changed,
+        )
+        rooms.cluster = cluster
+        broadcasts.attach(rooms, cluster)
         # Table channels first: after a token refresh they rejoin before anything awaits.
-        channels = ChannelKinds(TableChannels(hub, feed, replayer, tables, rls))
+        channels = ChannelKinds(TableChannels(hub, feed, replayer, tables, rls), broadcasts)
         app.state.services = Services(
             settings=settings,
             pool=pool,
@@ -128,6 +153,8 @@ def create_app(settings: Settings) -> FastAPI:
             rls=rls,
             replayer=replayer,
             channels=channels,
+            broadcasts=broadcasts,
+            cluster=cluster,
         )
         pruner = ChangeLogPruner(
             pool,
@@ -140,12 +167,14 @@ def create_app(settings: Settings) -> FastAPI:
             asyncio.create_task(feed.run(), name="change-feed"),
             asyncio.create_task(hub.run_heartbeats(settings.realtime_heartbeat_interval), name="heartbeats"),
             asyncio.create_task(pruner.run(), name="retention"),
+            asyncio.create_task(cluster.run(), name="cluster"),
         ]
         log.info("service_started head_id=%d", feed.last_id)
         try:
             yield
         finally:
             hub.close_all()
+            await cluster.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -157,5 +186,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.include_router(realtime.router)
     app.include_router(stats.router)
+    app.include_router(broadcast.router)
     app.include_router(health.router)
     return app

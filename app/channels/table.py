@@ -3,12 +3,10 @@ token refresh, each without a gap or a duplicate at the seam between replayed an
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-from collections.abc import Coroutine
 
 from app import protocol
+from app.channels.replays import start_replay, stop_replay
 from app.protocol import TableChannel
 from app.services.changes import ChangeFeed
 from app.services.hub import Hub
@@ -61,14 +59,16 @@ class TableChannels:
                     [subscriber], protocol.encode_error(SUBSCRIBE_FAILED, ref=request.ref, channel=name)
                 )
                 return
-        _stop_replay(subscriber, name)
+        stop_replay(subscriber, name)
         # Out of live delivery until the subscription has caught up with the feed, or a change could arrive
         # twice; the ack goes first, then anything replayed, then live changes.
         hub.unsubscribe(subscriber, name)
         subscriber.channels.add(name)
         hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))
         if request.since is not None:
-            self._track_replay(subscriber, name, self._replayer.replay(subscriber, channel, request.since))
+            start_replay(
+                subscriber, name, self._replayer.replay(subscriber, channel, request.since), self._abandon
+            )
             return
         # Exactly the changes numbered after "now", not those committed before that a lagging feed has yet
         # to publish. Usually the feed is there already and this returns without waiting.
@@ -80,7 +80,7 @@ class TableChannels:
 
     async def unsubscribe(self, subscriber: Subscriber, request: protocol.ChannelRequest) -> None:
         name = request.channel.name
-        _stop_replay(subscriber, name)
+        stop_replay(subscriber, name)
         if self._hub.unsubscribe(subscriber, name):
             self._hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))
         else:
@@ -99,33 +99,14 @@ class TableChannels:
         publishes meanwhile), with no await between the change and reading the position."""
         cursor = self._feed.last_id
         for name in left:
-            _stop_replay(subscriber, name)
+            stop_replay(subscriber, name)
             channel = protocol.parse_channel(name)
             assert isinstance(channel, TableChannel)
-            self._track_replay(subscriber, name, self._replayer.join(subscriber, channel, cursor))
+            start_replay(subscriber, name, self._replayer.join(subscriber, channel, cursor), self._abandon)
 
     def disconnected(self, subscriber: Subscriber) -> None:
         for name in [n for n in subscriber.replays if n.startswith(self.prefix)]:
-            _stop_replay(subscriber, name)
-
-    def _track_replay(
-        self, subscriber: Subscriber, name: str, replay: Coroutine[object, object, None]
-    ) -> None:
-        task = asyncio.create_task(replay)
-        subscriber.replays[name] = task
-        task.add_done_callback(functools.partial(self._replay_ended, subscriber=subscriber, channel=name))
-
-    def _replay_ended(self, task: asyncio.Task[None], subscriber: Subscriber, channel: str) -> None:
-        if subscriber.replays.get(channel) is task:
-            del subscriber.replays[channel]
-        if task.cancelled() or task.exception() is None:
-            return
-        log.error("replay_failed channel=%s", channel, exc_info=task.exception())
-        self._abandon(
-            subscriber,
-            channel,
-            "replay failed (the database is unavailable): subscribe again with the same since",
-        )
+            stop_replay(subscriber, name)
 
     def _abandon(self, subscriber: Subscriber, channel: str, reason: str) -> None:
         """Neither replaying nor live: drop the subscription and say so, so that the client subscribes
@@ -185,8 +166,3 @@ class TableChannels:
             return None
         return protocol.encode_error(reason, ref=request.ref, channel=name)
 
-
-def _stop_replay(subscriber: Subscriber, channel: str) -> None:
-    replay = subscriber.replays.pop(channel, None)
-    if replay is not None:
-        replay.cancel()

@@ -40,6 +40,16 @@ class BroadcastChannel:
     def name(self) -> str:
         return f"{BROADCAST_PREFIX}{self.topic}"
 
+    # Where its messages sent from the database are in the change log (sql/0015_broadcast_channels.sql):
+    # under an empty schema name, which no table has, and the topic as the table name.
+    @property
+    def schema(self) -> str:
+        return ""
+
+    @property
+    def table(self) -> str:
+        return self.topic
+
 
 Channel = TableChannel | BroadcastChannel
 

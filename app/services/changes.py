@@ -10,10 +10,11 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg_pool import AsyncConnectionPool
 
-from app.protocol import BroadcastEncoder, Operation, TableChannel
+from app.protocol import BroadcastChannel, BroadcastEncoder, Operation, TableChannel, encode_message
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,16 @@ class Change:
     frame: str
 
 
+# The op of a message sent to a broadcast channel from the database (sql/0015_broadcast_channels.sql).
+BROADCAST_OP = "BROADCAST"
+
+
 class ChangeFramer:
-    """Turns log rows into broadcast frames; one encoder per table, shared by live delivery and replay."""
+    """Turns log rows into broadcast frames; one encoder per table, shared by live delivery and replay.
+
+    A row with op BROADCAST is a message sent to a broadcast channel from the database: its table name is
+    the channel's, its record the payload and its old record the event, as a JSON string.
+    """
 
     def __init__(self) -> None:
         self._encoders: dict[tuple[str, str], tuple[str, BroadcastEncoder]] = {}
@@ -64,6 +73,10 @@ class ChangeFramer:
         old_record: str | None,
         rls: bool,
     ) -> Change:
+        if op == BROADCAST_OP:
+            name = BroadcastChannel(table).name
+            frame = _message_frame(change_id, name, record, old_record)
+            return Change(change_id, name, schema, table, op, record, old_record, False, frame)
         channel_name, encoder = self._encoder(schema, table)
         frame = encoder.encode(change_id, cast(Operation, op), record, old_record)
         return Change(change_id, channel_name, schema, table, op, record, old_record, rls, frame)
@@ -79,6 +92,11 @@ class ChangeFramer:
             channel = TableChannel(schema, table)
             known = self._encoders[(schema, table)] = (channel.name, BroadcastEncoder(channel))
         return known
+
+
+def _message_frame(change_id: int, channel: str, payload: str | None, event: str | None) -> str:
+    name = orjson.loads(event) if event else ""
+    return encode_message(channel, name if isinstance(name, str) else "", payload or "null", change_id)
 
 
 class RecentChanges:

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
+from app.channels.broadcast import BroadcastChannels
 from app.channels.kind import ChannelKinds
 from app.config import Settings
 from app.services.auth import TokenVerifier
 from app.services.changes import ChangeFeed
+from app.services.cluster import Cluster
 from app.services.hub import Hub
 from app.services.limits import ConnectionLimiter
 from app.services.listener import ChangeListener
@@ -33,3 +35,5 @@ class Services:
     rls: RowSecurity
     replayer: Replayer
     channels: ChannelKinds
+    broadcasts: BroadcastChannels
+    cluster: Cluster

@@ -8,7 +8,7 @@ from typing import cast
 from psycopg_pool import AsyncConnectionPool
 
 from app import protocol
-from app.protocol import TableChannel
+from app.protocol import Channel
 from app.services.changes import Change, ChangeFeed, ChangeFramer, fetch_id
 from app.services.hub import Hub
 from app.services.rls import RowSecurity
@@ -50,13 +50,13 @@ class Replayer:
         self._batch = batch
         self._batch_bytes = batch_bytes
 
-    async def replay(self, subscriber: Subscriber, channel: TableChannel, since: int) -> None:
+    async def replay(self, subscriber: Subscriber, channel: Channel, since: int) -> None:
         """Replay what follows `since` (saying so when part of it is gone), then join live delivery."""
         start = await self._starting_point(subscriber, channel.name, since)
         await self.join(subscriber, channel, start, gap_reported=start != since)
 
     async def join(
-        self, subscriber: Subscriber, channel: TableChannel, cursor: int, *, gap_reported: bool = True
+        self, subscriber: Subscriber, channel: Channel, cursor: int, *, gap_reported: bool = True
     ) -> None:
         """Send the channel's changes after `cursor` up to the live feed, then subscribe live.
 
@@ -111,7 +111,7 @@ class Replayer:
     async def _read(
         self,
         subscriber: Subscriber,
-        channel: TableChannel,
+        channel: Channel,
         cursor: int,
         upto: int,
         batch: int,

@@ -112,11 +112,12 @@ def _channel_request(message: dict[str, object]) -> ChannelRequest:
     try:
         channel = parse_channel(message.get("channel"))
         since = _parse_since(message.get("since")) if kind == "subscribe" else None
-        receive_own = message.get("self", False)
-        if not isinstance(receive_own, bool):
+        # An option of broadcast channels; like any field a kind does not know, other kinds ignore it.
+        receive_own = message.get("self") if isinstance(channel, BroadcastChannel) else None
+        if receive_own is None:
+            receive_own = False
+        elif not isinstance(receive_own, bool):
             raise ProtocolError("self must be true or false")
-        if receive_own and not isinstance(channel, BroadcastChannel):
-            raise ProtocolError("self is an option of broadcast channels")
     except ProtocolError as error:
         error.ref = ref
         raise

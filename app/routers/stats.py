@@ -10,8 +10,9 @@ router = APIRouter()
 
 
 @router.get("/api/realtime/stats")
-async def realtime_stats(services: ServicesDep) -> dict[str, int]:
+async def realtime_stats(services: ServicesDep) -> dict[str, int | str | bool]:
     hub = services.hub
+    cluster = services.cluster
     return {
         "connections": hub.connection_count,
         "channels": hub.channel_count,
@@ -20,4 +21,11 @@ async def realtime_stats(services: ServicesDep) -> dict[str, int]:
         # Row-level security: policy checks issued, and changes they covered (checks per change = ratio).
         "rls_checks": services.rls.checks_issued,
         "rls_changes": services.rls.changes_checked,
+        # Broadcast channels and the bus between instances.
+        "broadcasts_sent": services.broadcasts.sent,
+        "bus_transport": cluster.transport,
+        "bus_healthy": cluster.healthy,
+        "bus_peers": cluster.peers,
+        "bus_messages_received": cluster.received,
+        "bus_messages_dropped": cluster.dropped,
     }

@@ -49,3 +49,35 @@ async def next_of(client: RealtimeClient, kind: str, **fields: Any) -> dict[str,
 def members(presences: dict[str, list[dict[str, Any]]]) -> dict[str, list[Any]]:
     """{key: sorted states} of a presence_state's `presences` (or a diff's joins/leaves)."""
     return {key: sorted((e["state"] for e in entries), key=repr) for key, entries in presences.items()}
+
+
+class PresenceView:
+    """A channel's presences as a client keeps them: the presence_state, then every presence_diff."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.entries: dict[str, Any] = {
+            e["presence_id"]: (key, e["state"]) for key, es in state["presences"].items() for e in es
+        }
+
+    def apply(self, diff: dict[str, Any]) -> None:
+        # Leaves first, as the protocol says: a presence may leave and come back in one diff.
+        for entries in diff["leaves"].values():
+            for entry in entries:
+                self.entries.pop(entry["presence_id"], None)
+        for part in ("joins", "updates"):
+            for key, entries in diff[part].items():
+                for entry in entries:
+                    self.entries[entry["presence_id"]] = (key, entry["state"])
+
+    def states(self) -> dict[str, list[Any]]:
+        by_key: dict[str, list[Any]] = {}
+        for key, state in self.entries.values():
+            by_key.setdefault(key, []).append(state)
+        return {key: sorted(states, key=repr) for key, states in by_key.items()}
+
+    async def until(self, client: RealtimeClient, condition: Any) -> None:
+        """Apply the client's presence diffs until `condition(self.states())` holds."""
+        while not condition(self.states()):
+            message = await client.receive()
+            if message["type"] == "presence_diff":
+                self.apply(message)

@@ -223,7 +223,7 @@ class Cluster:
         for message in messages[1:]:
             try:
                 self._handle(message)
-            except (KeyError, TypeError, ValueError, IndexError):
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError):
                 log.warning("bus_message_malformed")
 
     def _handle(self, message: dict[str, Any]) -> None:

@@ -289,3 +289,15 @@ async def test_broadcast_channels_count_against_the_channel_limit(database_url: 
             await client.send(type="subscribe", channel=room(), ref="second")
             error = await next_of(client, "error")
     assert error["code"] == "too_many_channels"
+
+
+async def test_broadcasts_count_against_the_message_rate(database_url: str) -> None:
+    channel = room()
+    # One message, refilled every 100 s: the subscribe takes it, so the broadcast is over the rate.
+    with ServerThread(make_settings(database_url, realtime_max_messages_per_second=0.01)) as server:
+        async with realtime_client(server.ws_url) as client, realtime_client(server.ws_url) as other:
+            await join(client, channel)
+            await join(other, channel)
+            await client.send(type="broadcast", channel=channel, event="dropped", payload=0, ref=1)
+            refusal = await client.receive()
+    assert refusal["code"] == "rate_limited" and "ref" not in refusal

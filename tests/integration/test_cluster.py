@@ -196,3 +196,35 @@ async def test_a_postgres_bus_reconnect_ends_with_the_same_state(database_url: s
 async def _track(client: RealtimeClient, channel: str, state: dict[str, Any]) -> None:
     await client.send(type="track", channel=channel, state=state, ref="t")
     await next_of(client, "ack", ref="t")
+
+
+async def test_an_instance_that_starts_receives_the_full_state(database_url: str) -> None:
+    channel, bus = room(), (f"bus_{uuid.uuid4().hex[:12]}", None)
+    settings = settings_for(database_url, *bus)
+    with ServerThread(settings) as first:
+        async with realtime_client(f"{first.ws_url}?token={token('ann')}") as ann:
+            await join(ann, channel)
+            await _track(ann, channel, {"early": True})
+            with ServerThread(settings) as later:
+                async with realtime_client(later.ws_url) as watcher:
+                    view = PresenceView(await join(watcher, channel))
+                    await view.until(watcher, lambda s: s == {"ann": [{"early": True}]})
+
+
+async def test_peer_packets_that_are_not_the_protocol_are_ignored(database_url: str, db: Any) -> None:
+    """Whatever else arrives on the bus channel (a stray NOTIFY), the instances carry on."""
+    channel, bus = room(), (f"bus_{uuid.uuid4().hex[:12]}", None)
+    async with two_instances(database_url, bus) as (one, two):
+        for junk in (
+            "not json",
+            "{}",
+            "[1, 2, {}]",
+            '[1, {"t": "p", "o": "x"}]',
+            '[1, {"t": "s", "o": "y", "s": 1, "p": 5}]',
+        ):
+            await db.execute("SELECT pg_notify(%s, %s)", (bus[0], junk))
+        async with realtime_client(one) as a, realtime_client(two) as b:
+            await join(a, channel)
+            await join(b, channel)
+            await a.send(type="broadcast", channel=channel, event="still", payload=1)
+            assert (await next_of(b, "broadcast"))["event"] == "still"

@@ -73,6 +73,18 @@ class Settings(BaseSettings):
         le=1,
         description="Least seconds between sequencer passes while changes keep arriving (0: no pacing).",
     )
+    realtime_poll_grace: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="Seconds writers may skip NOTIFY after a polling pass found changes (0: always notify).",
+    )
+    realtime_idle_poll_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="Most seconds between sequencer passes: the longest a change can wait to be read.",
+    )
 
     # The front door: token checks beyond the secret, and per-connection limits.
     jwt_audience: Annotated[list[str], NoDecode] = Field(

@@ -93,6 +93,8 @@ def create_app(settings: Settings) -> FastAPI:
             batch_size=settings.realtime_fetch_batch,
             batch_bytes=settings.realtime_fetch_batch_bytes,
             busy_interval=settings.realtime_busy_pass_interval,
+            poll_grace=settings.realtime_poll_grace,
+            idle_poll_interval=settings.realtime_idle_poll_interval,
         )
         await feed.start_at_head()
         listener = ChangeListener(conninfo, settings.realtime_notify_channel, feed.wake)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import random
 from collections import deque
@@ -15,12 +16,13 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg_pool import AsyncConnectionPool
 
 from app.protocol import BroadcastChannel, BroadcastEncoder, Operation, TableChannel, encode_message
+from app.services.pacing import PassPacer
 
 log = logging.getLogger(__name__)
 
 SEQUENCE = "SELECT fluxbase_realtime.sequence_commits()"
 READ = "SELECT * FROM fluxbase_realtime.changes_after(%s, %s, %s)"
-WAKE = "SELECT * FROM fluxbase_realtime.sequence_and_read(%s, %s, %s)"
+WAKE = "SELECT * FROM fluxbase_realtime.sequence_and_read(%s, %s, %s, %s::interval)"
 # Every session of the service (the pool's, the feed's). JIT compiles a plan whose estimated cost is high,
 # whatever it really costs: 114 ms was measured for a query that ran in under one. Every query the service
 # runs is short.
@@ -136,6 +138,10 @@ class RecentChanges:
         return newer
 
 
+def _interval(seconds: float | None) -> dt.timedelta | None:
+    return None if seconds is None else dt.timedelta(seconds=seconds)
+
+
 async def fetch_id(conn: AsyncConnection[Any], query: str) -> int:
     """The single bigint a query returns (0 for NULL or no row)."""
     row = await (await conn.execute(query)).fetchone()
@@ -146,36 +152,12 @@ ChangeRow = tuple[int, str, str, str, str | None, str | None, bool]
 Authorize = Callable[[Sequence[Change]], Awaitable[Mapping[int, Mapping[Any, str | None]]]]
 
 
-class PassPacer:
-    """How long the feed waits before its next pass: under sustained writes, passes start at most every
-    `interval` seconds; otherwise never.
-
-    Each pass commits (and flushes WAL) once, however many changes it numbers, and the feed writes a batch
-    to each subscriber at once: while changes keep arriving, letting the next pass find a batch bounds the
-    flushes per second the feed adds to the writers'. The feed counts as busy once `streak` passes in a
-    row saw more committed while they ran. A change that merely committed during one pass, as happens now
-    and then at moderate rates, is not held back: pacing on the first such pass cost 0.2 ms of p50 and
-    2.5 ms of p99 latency at 200 changes/s.
-    """
-
-    def __init__(self, interval: float, streak: int = 3) -> None:
-        self._interval = interval
-        self._streak = streak
-        self._overlapped = 0  # passes in a row that saw more committed while they ran
-
-    def pause_after(self, started: float, now: float, *, more_arrived: bool) -> float:
-        """Seconds to wait after a pass that began at `started` and ended at `now`."""
-        self._overlapped = self._overlapped + 1 if more_arrived else 0
-        if not self._interval or self._overlapped < self._streak:
-            return 0.0
-        return max(0.0, started + self._interval - now)
-
-
 class ChangeFeed:
     """Delivers every committed change exactly once, in id order, to `publish`.
 
-    Woken by the listener (a NOTIFY, or a reconnect), it runs a sequencer pass and then reads the log
-    after the last id it delivered. It never depends on a notification's content, so a notification lost
+    Woken by the listener (a NOTIFY, or a reconnect), by the idle poll interval, or on its own schedule
+    while it polls under load (PassPacer), it runs a sequencer pass and then reads the log after the last
+    id it delivered. It never depends on a notification's content, so a notification lost
     while the listener was down costs latency, not data: the next wake-up reads everything since.
     `last_id` only moves between awaits, after the change it names was published: replays rely on that.
     Changes of tables with row-level security are authorized per audience (`authorize`) before they are
@@ -194,6 +176,8 @@ class ChangeFeed:
         batch_size: int,
         batch_bytes: int,
         busy_interval: float = 0.0,
+        poll_grace: float = 0.0,
+        idle_poll_interval: float | None = None,
     ) -> None:
         self._pool = pool
         self._conninfo = conninfo
@@ -207,6 +191,11 @@ class ChangeFeed:
         self._batch_size = batch_size
         self._batch_bytes = batch_bytes
         self._busy_interval = busy_interval
+        self._poll_grace = poll_grace
+        # A pass at least this often, woken or not: the bound on how long a change whose writer skipped
+        # NOTIFY can wait (sql/0016_notify_only_idle_feeds.sql). None: only when woken.
+        self._idle_poll_interval = idle_poll_interval
+        self._lease: float | None = None  # polling: the lease the next pass takes when it finds changes
         self._wakeup = asyncio.Event()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.last_id = 0
@@ -246,16 +235,21 @@ class ChangeFeed:
 
     async def run(self) -> None:
         failures = 0
-        pacer = PassPacer(self._busy_interval)
+        pacer = PassPacer(self._busy_interval, grace=self._poll_grace)
         loop = asyncio.get_running_loop()
         while True:
-            await self._wakeup.wait()
+            if not pacer.polling:
+                await self._woken(loop)
             self._wakeup.clear()
             started = loop.time()
+            seen = self.last_id
+            self._lease = pacer.lease
             try:
                 await self._catch_up()
                 failures = 0
-                pause = pacer.pause_after(started, loop.time(), more_arrived=self._wakeup.is_set())
+                pause = pacer.pause_after(
+                    started, loop.time(), more_arrived=self._wakeup.is_set(), found_new=self.last_id > seen
+                )
                 if pause > 0:
                     await asyncio.sleep(pause)
             except Exception:
@@ -264,6 +258,17 @@ class ChangeFeed:
                 log.exception("change_feed_failed attempt=%d retry_in=%.2fs", failures, delay)
                 await asyncio.sleep(delay)
                 self._wakeup.set()
+
+    async def _woken(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Until a wake-up, or the idle poll interval has passed."""
+        if self._idle_poll_interval is None:
+            await self._wakeup.wait()
+            return
+        timer = loop.call_later(self._idle_poll_interval, self._wakeup.set)
+        try:
+            await self._wakeup.wait()
+        finally:
+            timer.cancel()
 
     async def _connection(self) -> AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -292,7 +297,11 @@ class ChangeFeed:
             # cheaper than the two in a pipeline (sql/0014_sequence_and_read.sql). When nothing is there
             # to read, its one row carries only the head.
             woken = await (
-                await conn.execute(WAKE, (self.last_id, self._batch_size, self._batch_bytes), prepare=True)
+                await conn.execute(
+                    WAKE,
+                    (self.last_id, self._batch_size, self._batch_bytes, _interval(self._lease)),
+                    prepare=True,
+                )
             ).fetchall()
             head = int(woken[0][0])
             rows = [row[1:] for row in woken if row[1] is not None]

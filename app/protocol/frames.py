@@ -11,7 +11,7 @@ import orjson
 from app.protocol.channels import TableChannel
 from app.protocol.common import Ref
 
-Operation = Literal["INSERT", "UPDATE", "DELETE"]
+Operation = Literal["INSERT", "UPDATE", "DELETE", "TRUNCATE"]
 
 HEARTBEAT = '{"type":"heartbeat"}'
 
@@ -64,6 +64,8 @@ class BroadcastEncoder:
             return f'{head},"record":{record}}}}}'
         if op == "UPDATE":
             return f'{head},"record":{record},"old_record":{old_record}}}}}'
+        if op == "TRUNCATE":  # every row of the table is gone: no record
+            return f"{head}}}}}"
         return f'{head},"old_record":{old_record}}}}}'
 
 

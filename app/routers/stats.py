@@ -18,6 +18,8 @@ async def realtime_stats(services: ServicesDep) -> dict[str, int | str | bool]:
         "channels": hub.channel_count,
         "slow_consumer_disconnects": hub.slow_consumer_disconnects,
         "last_change_id": services.feed.last_id,
+        # The feed polls under sustained writes, and writers skip NOTIFY meanwhile.
+        "feed_polling": services.feed.polling,
         # Row-level security: policy checks issued, and changes they covered (checks per change = ratio).
         "rls_checks": services.rls.checks_issued,
         "rls_changes": services.rls.changes_checked,

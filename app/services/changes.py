@@ -196,6 +196,8 @@ class ChangeFeed:
         # NOTIFY can wait (sql/0016_notify_only_idle_feeds.sql). None: only when woken.
         self._idle_poll_interval = idle_poll_interval
         self._lease: float | None = None  # polling: the lease the next pass takes when it finds changes
+        # Whether the feed is polling under load (writers may skip NOTIFY meanwhile): for stats and tests.
+        self.polling = False
         self._wakeup = asyncio.Event()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.last_id = 0
@@ -250,6 +252,7 @@ class ChangeFeed:
                 pause = pacer.pause_after(
                     started, loop.time(), more_arrived=self._wakeup.is_set(), found_new=self.last_id > seen
                 )
+                self.polling = pacer.polling
                 if pause > 0:
                     await asyncio.sleep(pause)
             except Exception:

@@ -18,6 +18,7 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
 
@@ -85,7 +86,14 @@ def _bind_port(port: int) -> int | None:
 class EmbeddedPostgres:
     """A PostgreSQL server owned by this project, stored in `data_dir` and reachable on 127.0.0.1 only."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, system_user: str = "nobody") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        system_user: str = "nobody",
+        server_settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port_file = self.data_dir.parent / "postgres.port"
         self.log_file = self.data_dir.parent / "postgres.log"
@@ -96,6 +104,8 @@ class EmbeddedPostgres:
         self._port: int | None = None
         self._bin_dir = Path()
         self._run_as: tuple[int, int] | None = None
+        # Extra `-c name=value` settings for a server started here (not for one that is reused).
+        self._server_settings = dict(server_settings or {})
 
     @property
     def url(self) -> str:
@@ -287,6 +297,8 @@ class EmbeddedPostgres:
         options = f"-c listen_addresses=127.0.0.1 -c port={port} -c max_connections=200 -c " + shlex.quote(
             f"unix_socket_directories={socket_dir}"
         )
+        for name, value in self._server_settings.items():
+            options += " -c " + shlex.quote(f"{name}={value}")
         result = self._run(
             "pg_ctl", "start", "-w", "-t", "30", "-D", str(self.data_dir),
             "-l", str(self.log_file), "-o", options,

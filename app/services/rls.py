@@ -10,6 +10,8 @@ as that role, with each audience's claims. The rules:
   old values were never visible). Only before: sent as a DELETE carrying only the primary key (the row left
   the view; none of its new values are sent). Neither: nothing.
 - DELETE: sent if the old row was visible.
+- TRUNCATE: says nothing about any row's contents; sent to every audience whose role may SELECT a column
+  of the table, without evaluating policies.
 - Columns the role may not SELECT are removed from every record sent.
 - A policy that raises: that audience gets an `authorization_failed` error for the change; others are
   unaffected.
@@ -112,23 +114,30 @@ class RowSecurity:
         accesses = dict(
             zip(roles, await asyncio.gather(*(self.access(channel, r) for r in roles)), strict=True)
         )
+        # A TRUNCATE has no row to evaluate policies on: it goes to every role that may SELECT the table.
+        rows = [c for c in changes if c.op != "TRUNCATE"]
         visibility: dict[Audience, list[Visibility]] = {}
         to_check: dict[str, list[Audience]] = {}
         for audience in audiences:
-            decided = _decided(audience, accesses[audience.role], len(changes))
-            if decided is not None:
-                visibility[audience] = decided
+            decided = _decided(audience, accesses[audience.role], len(rows))
+            if decided is not None or not rows:
+                visibility[audience] = decided or []
             else:
                 to_check.setdefault(audience.role, []).append(audience)
         for checked in await asyncio.gather(
-            *(self._check_role(role, group, channel, changes) for role, group in to_check.items())
+            *(self._check_role(role, group, channel, rows) for role, group in to_check.items())
         ):
             visibility.update(checked)
         parsed: dict[int, tuple[Any, Any]] = {}
         for audience in audiences:
-            visible = visibility[audience]
+            visible = iter(visibility[audience])
             access = accesses[audience.role]
-            for change, (new_visible, old_visible) in zip(changes, visible, strict=True):
+            for change in changes:
+                if change.op == "TRUNCATE":
+                    may_select = access is not None and bool(access.allowed_columns)
+                    frames[change.id][audience] = change.frame if may_select else None
+                    continue
+                new_visible, old_visible = next(visible)
                 if (new_visible, old_visible) == FAILED and access is not None:
                     frame: str | None = protocol.encode_error(
                         f"change {change.id} could not be authorized: a row-level security policy failed",

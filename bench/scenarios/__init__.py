@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.scenarios import connections, fanout, ingest, latency, overhead, payload, rls
+from bench.scenarios import connections, fanout, ingest, latency, overhead, payload, pgbench, rls
 from bench.scenarios.base import Scenario
 
 ALL: tuple[Scenario, ...] = (
@@ -11,6 +11,7 @@ ALL: tuple[Scenario, ...] = (
     ingest.SCENARIO,
     connections.SCENARIO,
     overhead.SCENARIO,
+    pgbench.SCENARIO,
     payload.SCENARIO,
     rls.SCENARIO,
 )

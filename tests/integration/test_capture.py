@@ -43,12 +43,13 @@ async def test_enable_and_disable_are_idempotent_and_quote_names(db: psycopg.Asy
             (sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name)).as_string(db),),
         )
     ).fetchall()
-    # Three statement-level triggers (no ROW bit 1), AFTER (no BEFORE bit 2), one event each: INSERT (4),
-    # DELETE (8), UPDATE (16), each with the transition tables its event has.
+    # Four statement-level triggers (no ROW bit 1), AFTER (no BEFORE bit 2), one event each: INSERT (4),
+    # DELETE (8), UPDATE (16), each with the transition tables its event has, and TRUNCATE (32).
     assert triggers == [
         (f"{name}_insert_notify_change", 4, None, "fluxbase_new"),
         (f"{name}_delete_notify_change", 8, "fluxbase_old", None),
         (f"{name}_update_notify_change", 16, "fluxbase_old", "fluxbase_new"),
+        (f"{name}_truncate_notify_change", 32, None, None),
     ]
     for _ in range(2):
         await db.execute("SELECT disable_realtime(%s, %s)", (schema, name))

@@ -24,8 +24,10 @@ STATEMENT_TRIGGERS = [  # (suffix, tgtype, old table, new table), in tgtype orde
     ("_insert_notify_change", 4, None, "fluxbase_new"),
     ("_delete_notify_change", 8, "fluxbase_old", None),
     ("_update_notify_change", 16, "fluxbase_old", "fluxbase_new"),
+    ("_truncate_notify_change", 32, None, None),
 ]
 ROW_TRIGGER = 1 | 4 | 8 | 16  # ROW | INSERT | DELETE | UPDATE, AFTER
+TRUNCATE_TRIGGER = 32  # every kind of realtime table has one (0017_truncate.sql)
 
 
 def _qualified(schema: str, name: str) -> str:
@@ -282,7 +284,8 @@ async def test_a_partitioned_table_keeps_the_row_trigger(db: psycopg.AsyncConnec
         )
     )
     assert [tuple(x[:4]) for x in await _triggers(db, root)] == [
-        (f"{root}_notify_change", ROW_TRIGGER, None, None)
+        (f"{root}_notify_change", ROW_TRIGGER, None, None),
+        (f"{root}_truncate_notify_change", TRUNCATE_TRIGGER, None, None),
     ]
     # enable_realtime on a partition captured through its root adds nothing.
     await db.execute("SELECT enable_realtime('public', %s)", (low,))
@@ -311,7 +314,10 @@ async def test_a_partition_enabled_on_its_own_sees_rows_routed_through_its_root(
     await db.execute(sql.SQL("CREATE TABLE public.{} (id int, v text) PARTITION BY LIST (id)").format(r))
     await db.execute(sql.SQL("CREATE TABLE public.{} PARTITION OF public.{} FOR VALUES IN (1)").format(p, r))
     await db.execute("SELECT enable_realtime('public', %s)", (part,))  # not the root
-    assert [tuple(x[:2]) for x in await _triggers(db, part)] == [(f"{part}_notify_change", ROW_TRIGGER)]
+    assert [tuple(x[:2]) for x in await _triggers(db, part)] == [
+        (f"{part}_notify_change", ROW_TRIGGER),
+        (f"{part}_truncate_notify_change", TRUNCATE_TRIGGER),
+    ]
     async with db.transaction():
         txid = await _txid(db)
         await db.execute(sql.SQL("INSERT INTO public.{} VALUES (1, 'via root')").format(r))
@@ -336,8 +342,8 @@ async def test_an_enabled_table_attached_to_a_realtime_root_is_logged_once_after
             sql.Identifier(root), sql.Identifier(part)
         )
     )
-    # Now it has its own three triggers and the clone of the root's row trigger: rows would be logged twice.
-    assert len(await _triggers(db, part)) == 4
+    # Now it has its own four triggers and the clone of the root's row trigger: rows would be logged twice.
+    assert len(await _triggers(db, part)) == 5
     await db.execute("SELECT enable_realtime('public', %s)", (part,))
     assert [tuple(x[:2]) for x in await _triggers(db, part)] == [(f"{root}_notify_change", ROW_TRIGGER)]
     async with db.transaction():
@@ -362,7 +368,10 @@ async def test_inheritance_trees_keep_row_triggers_and_each_row_its_own_table(
     )
     for name in (parent, child):
         await db.execute("SELECT enable_realtime('public', %s)", (name,))
-        assert [tuple(x[:2]) for x in await _triggers(db, name)] == [(f"{name}_notify_change", ROW_TRIGGER)]
+        assert [tuple(x[:2]) for x in await _triggers(db, name)] == [
+            (f"{name}_notify_change", ROW_TRIGGER),
+            (f"{name}_truncate_notify_change", TRUNCATE_TRIGGER),
+        ]
     async with db.transaction():
         txid = await _txid(db)
         await db.execute(sql.SQL("INSERT INTO {} VALUES (1, 'c', 'x')").format(sql.Identifier(child)))
@@ -431,8 +440,8 @@ async def test_a_63_byte_table_name_gets_distinct_names_ending_in_notify_change(
         await db.execute("SELECT enable_realtime(%s, %s)", (schema, name))
     triggers = await _triggers(db, qualified)
     names = [x[0] for x in triggers]
-    assert [x[1] for x in triggers] == [4, 8, 16]
-    assert len(set(names)) == 3
+    assert [x[1] for x in triggers] == [4, 8, 16, 32]
+    assert len(set(names)) == 4
     for trigger_name, (suffix, *_) in zip(names, STATEMENT_TRIGGERS, strict=True):
         assert trigger_name.endswith(suffix)
         assert len(trigger_name.encode()) <= 63
@@ -444,7 +453,8 @@ async def test_a_63_byte_table_name_gets_distinct_names_ending_in_notify_change(
             (schema,),
         )
     ).fetchall()
-    assert sorted(r[0] for r in listed) == sorted(names)
+    # One row per INSERT, UPDATE and DELETE trigger: information_schema has no TRUNCATE triggers.
+    assert sorted(r[0] for r in listed) == sorted(names[:3])
     async with db.transaction():
         txid = await _txid(db)
         await db.execute(f"INSERT INTO {qualified} VALUES (1), (2)")
@@ -454,13 +464,14 @@ async def test_a_63_byte_table_name_gets_distinct_names_ending_in_notify_change(
     ]  # fmt: skip
     await db.execute("SELECT disable_realtime(%s, %s)", (schema, name))
     assert await _triggers(db, qualified) == []
-    # A partitioned table of such a name: its one row trigger ends in _notify_change too.
+    # A partitioned table of such a name: its row and truncate triggers end in _notify_change too.
     await db.execute(f"DROP TABLE {qualified}")
     await db.execute(f"CREATE TABLE {qualified} (id int) PARTITION BY LIST (id)")
     await db.execute("SELECT enable_realtime(%s, %s)", (schema, name))
-    [(row_trigger, tgtype, *_)] = await _triggers(db, qualified)
-    assert tgtype == ROW_TRIGGER
-    assert row_trigger.endswith("_notify_change") and len(row_trigger.encode()) <= 63
+    triggers = await _triggers(db, qualified)
+    assert [x[1] for x in triggers] == [ROW_TRIGGER, TRUNCATE_TRIGGER]
+    for trigger_name, *_ in triggers:
+        assert trigger_name.endswith("_notify_change") and len(trigger_name.encode()) <= 63
 
 
 @pytest.fixture
@@ -505,10 +516,11 @@ def test_tables_enabled_before_the_upgrade_move_to_statement_triggers(database_a
             for suffix, tgtype, old, new in STATEMENT_TRIGGERS
         ]
         assert after == [
-            *statement_triggers[:3],
+            *statement_triggers[:4],
             ("parted", "parted_notify_change", ROW_TRIGGER, None, None),
+            ("parted", "parted_truncate_notify_change", TRUNCATE_TRIGGER, None, None),
             ("parted_1", "parted_notify_change", ROW_TRIGGER, None, None),
-            *statement_triggers[3:],
+            *statement_triggers[4:],
         ]
         with conn.transaction():
             txid = conn.execute("SELECT pg_current_xact_id()::text").fetchone()

@@ -1,0 +1,120 @@
+"""TRUNCATE reaches subscribers as one change with no record (sql/0017_truncate.sql)."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+from psycopg import sql
+
+from tests.integration.test_capture import _realtime_tables
+from tests.integration.test_partitions import tree  # noqa: F401 - a fixture
+from tests.integration.test_rls import (
+    ALICE,
+    BOB,
+    _insert,
+    _subscribed,
+    _summary,
+    _until_sentinel,
+    docs,  # noqa: F401 - a fixture
+    token,
+)
+from tests.support.client import realtime_client
+from tests.support.server import ServerThread
+
+TRUNCATE_TRIGGER = (
+    "SELECT tgname FROM pg_trigger WHERE tgrelid = format('public.%%I', %s::text)::regclass"
+    " AND tgfoid = 'public.notify_table_change()'::regprocedure AND tgtype = 32"
+)
+
+
+async def test_a_truncate_is_one_change_without_a_record_and_is_replayed(
+    server: ServerThread, db: psycopg.AsyncConnection, table: str
+) -> None:
+    t = sql.Identifier(table)
+    # information_schema.triggers shows no TRUNCATE trigger (the standard has none); pg_trigger does.
+    assert ("public", table, f"{table}_truncate_notify_change") not in await _realtime_tables(db)
+    assert await (await db.execute(TRUNCATE_TRIGGER, (table,))).fetchall() == [
+        (f"{table}_truncate_notify_change",)
+    ]
+    async with realtime_client(server.ws_url) as client:
+        await client.subscribe(f"table:public.{table}")
+        await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('before'), ('also before')").format(t))
+        await db.execute(sql.SQL("TRUNCATE {}").format(t))
+        await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('sentinel')").format(t))
+        live = await client.broadcasts(4)
+        raw = live[2]
+    assert [m["payload"]["type"] for m in live] == ["INSERT", "INSERT", "TRUNCATE", "INSERT"]
+    assert raw == {
+        "type": "broadcast",
+        "channel": f"table:public.{table}",
+        "id": live[1]["id"] + 1,
+        "payload": {"type": "TRUNCATE", "table": table, "schema": "public"},
+    }
+    async with realtime_client(server.ws_url) as client:
+        await client.subscribe(f"table:public.{table}", since=live[0]["id"])
+        replayed = await client.broadcasts(3)
+    assert replayed == live[1:]
+
+
+async def test_a_partitioned_table_reports_one_truncate_on_its_own_channel(
+    server: ServerThread,
+    db: psycopg.AsyncConnection,
+    tree: tuple[str, str, str],  # noqa: F811
+) -> None:
+    root = tree[0]
+    r = sql.Identifier(root)
+    assert await (await db.execute(TRUNCATE_TRIGGER, (root,))).fetchall() == [
+        (f"{root}_truncate_notify_change",)
+    ]
+    async with realtime_client(server.ws_url) as client:
+        await client.subscribe(f"table:public.{root}")
+        await db.execute(sql.SQL("INSERT INTO {} (id, v) VALUES (1, 'low'), (150, 'deep')").format(r))
+        await db.execute(sql.SQL("TRUNCATE {}").format(r))  # empties both partitions
+        await db.execute(sql.SQL("INSERT INTO {} (id, v) VALUES (2, 'sentinel')").format(r))
+        received = await client.until_broadcast(
+            lambda m: (m["payload"].get("record") or {}).get("v") == "sentinel"
+        )
+    assert [(m["payload"]["type"], m["payload"]["table"]) for m in received] == [
+        ("INSERT", root),
+        ("INSERT", root),
+        ("TRUNCATE", root),
+        ("INSERT", root),
+    ]
+
+
+async def test_a_truncate_goes_to_every_subscriber_that_may_select_the_table(
+    server: ServerThread,
+    db: psycopg.AsyncConnection,
+    docs: str,  # noqa: F811
+) -> None:
+    """Alice's row is hers alone; the TRUNCATE says nothing about it, and reaches alice and bob."""
+    async with _subscribed(server, docs, alice=token(ALICE), bob=token(BOB)) as clients:
+        await _insert(db, docs, owner=ALICE, title="alice's")
+        await db.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(docs)))
+        for owner in (ALICE, BOB):
+            await _insert(db, docs, owner=owner, title="sentinel")
+        alice = await _until_sentinel(clients["alice"])
+        bob = await _until_sentinel(clients["bob"])
+    assert _summary(alice) == [("INSERT", "alice's"), ("TRUNCATE", None)]
+    assert _summary(bob) == [("TRUNCATE", None)]
+
+
+async def test_an_inheritance_parent_and_its_children_each_report_their_own_truncate(
+    server: ServerThread, db: psycopg.AsyncConnection
+) -> None:
+    parent = f"parent_{uuid.uuid4().hex[:8]}"
+    child = f"{parent}_child"
+    p, c = sql.Identifier(parent), sql.Identifier(child)
+    await db.execute(sql.SQL("CREATE TABLE {} (id int, v text)").format(p))
+    await db.execute(sql.SQL("CREATE TABLE {} () INHERITS ({})").format(c, p))
+    for name in (parent, child):
+        await db.execute("SELECT enable_realtime('public', %s)", (name,))
+    async with realtime_client(server.ws_url) as to_parent, realtime_client(server.ws_url) as to_child:
+        await to_parent.subscribe(f"table:public.{parent}")
+        await to_child.subscribe(f"table:public.{child}")
+        await db.execute(sql.SQL("TRUNCATE {}").format(p))
+        for table in (p, c):
+            await db.execute(sql.SQL("INSERT INTO {} VALUES (1, 'sentinel')").format(table))
+        got = [[m["payload"]["type"] for m in await client.broadcasts(2)] for client in (to_parent, to_child)]
+    assert got == [["TRUNCATE", "INSERT"], ["TRUNCATE", "INSERT"]]

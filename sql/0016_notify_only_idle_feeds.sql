@@ -119,6 +119,37 @@ $outer$;
 
 SELECT fluxbase_realtime.install_capture_function((SELECT c.notify_channel FROM fluxbase_realtime.capture_config c));
 
+-- realtime_broadcast() of 0015_broadcast_channels.sql, which notifies like the trigger.
+CREATE OR REPLACE FUNCTION public.realtime_broadcast(channel text, event text, payload jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- The transaction's next change position, shared with the capture triggers (0013).
+    position integer := coalesce(nullif(current_setting('fluxbase_realtime.tx_changes', true), '')::integer, 0);
+    ignored  text;
+BEGIN
+    IF starts_with(channel, 'broadcast:') THEN
+        channel := substr(channel, 11);
+    END IF;
+    IF NOT fluxbase_realtime.valid_broadcast_name(channel) THEN
+        RAISE EXCEPTION 'invalid broadcast channel name: 1 to 200 bytes without control characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT fluxbase_realtime.valid_broadcast_name(event) THEN
+        RAISE EXCEPTION 'invalid broadcast event: 1 to 200 bytes without control characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO fluxbase_realtime.change_log (txid, ord, schema_name, table_name, op, record, old_record)
+    VALUES (pg_current_xact_id(), position, '', channel, 'BROADCAST', coalesce(payload, 'null'::jsonb),
+            to_jsonb(event));
+    ignored := set_config('fluxbase_realtime.tx_changes', (position + 1)::text, true);
+    -- As the capture trigger: no NOTIFY (and no commit-time lock) while a feed polls.
+    IF NOT coalesce((SELECT l.until > clock_timestamp() FROM fluxbase_realtime.polling_lease l), false) THEN
+        ignored := pg_notify((SELECT c.notify_channel FROM fluxbase_realtime.capture_config c), '')::text;
+    END IF;
+END
+$$;
+
 -- The pass of 0012_sequencer_by_index.sql, ordering by commit timestamp and sharing wake-ups (header).
 CREATE OR REPLACE FUNCTION fluxbase_realtime.sequence_commits() RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET jit = off AS $$

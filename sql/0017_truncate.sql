@@ -18,7 +18,7 @@
 
 ALTER TABLE fluxbase_realtime.change_log DROP CONSTRAINT change_log_op_check;
 ALTER TABLE fluxbase_realtime.change_log
-    ADD CONSTRAINT change_log_op_check CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'));
+    ADD CONSTRAINT change_log_op_check CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'BROADCAST', 'TRUNCATE'));
 
 -- The trigger function of 0016_notify_only_idle_feeds.sql, with a TRUNCATE branch.
 CREATE OR REPLACE FUNCTION fluxbase_realtime.install_capture_function(channel text) RETURNS void

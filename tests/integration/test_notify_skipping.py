@@ -1,8 +1,9 @@
 """Writers skip NOTIFY while a feed polls, and still no change is left unread (sql/0016_notify_...).
 
-Two instances, each with a subscriber. Sustained writes make the feeds poll; a change committed then is
-found without a NOTIFY, and one that was written under the lease but commits only after every feed has
-gone idle is found by the idle poll, on both instances. Neither writer sends a NOTIFY (proved with a
+Two instances, each with a subscriber, one of which never polls. Sustained writes make the other's feed
+poll; a change committed then is found without a NOTIFY (the passes wake the second instance), and one
+that was written under the lease but commits only after every feed has gone idle is found by the idle
+poll, on both instances. Neither writer sends a NOTIFY (proved with a
 sentinel notification), so nothing but the design delivers them.
 """
 
@@ -24,6 +25,10 @@ from tests.support.server import ServerThread
 
 LEASE_VALID = (
     "SELECT coalesce((SELECT until > clock_timestamp() FROM fluxbase_realtime.polling_lease), false)"
+)
+FEED_PIDS = (
+    "SELECT pid FROM pg_stat_activity"
+    " WHERE application_name = 'fluxbase-realtime-feed' AND datname = current_database()"
 )
 DEADLINE = 60.0  # a bound against hanging, never a measurement of speed
 
@@ -56,7 +61,10 @@ async def test_changes_that_skipped_notify_reach_every_instance_even_once_the_fe
             await db.execute("CREATE TABLE public.polled (id serial PRIMARY KEY, name text)")
             await db.execute("SELECT enable_realtime('public', 'polled')")
             insert = sql.SQL("INSERT INTO public.polled (name) VALUES (%s)")
-            with ServerThread(settings) as one, ServerThread(settings) as two:
+            # The second instance never polls: while writers skip NOTIFY, only the passes' wake-ups (and
+            # its idle poll) tell it anything.
+            never_polls = make_settings(url, realtime_busy_pass_interval=0, realtime_idle_poll_interval=1.0)
+            with ServerThread(settings) as one, ServerThread(never_polls) as two:
                 feeds = (one.services.feed, two.services.feed)
                 async with (
                     realtime_client(one.ws_url) as first,
@@ -66,6 +74,8 @@ async def test_changes_that_skipped_notify_reach_every_instance_even_once_the_fe
                     await psycopg.AsyncConnection.connect(url) as late_writer,
                 ):
                     await listener.execute("LISTEN fluxbase_changes")
+                    # The sentinel on a channel of its own: on the service's, it would wake the feeds.
+                    await listener.execute("LISTEN notify_skipping_sentinel")
                     for client in (first, second):
                         await client.subscribe("table:public.polled")
                     # Read as they come (a client that stops reading would be closed as too slow).
@@ -104,14 +114,16 @@ async def test_changes_that_skipped_notify_reach_every_instance_even_once_the_fe
                     # The race the bound is for: nobody polls, and this commit notifies nobody.
                     await late_writer.commit()
                     silent = {await _pid(polled_writer), await _pid(late_writer)}
-                    await db.execute("NOTIFY fluxbase_changes, 'sentinel'")
+                    await db.execute("NOTIFY notify_skipping_sentinel")
                     senders = []
                     async for notify in listener.notifies(timeout=DEADLINE):
-                        if notify.payload == "sentinel":
+                        if notify.channel == "notify_skipping_sentinel":
                             break
                         senders.append(notify.pid)
                     received = await asyncio.gather(*readers)
+                    feed_pids = {pid for (pid,) in await (await db.execute(FEED_PIDS)).fetchall()}
     assert silent.isdisjoint(senders)
+    assert feed_pids & set(senders), "no pass shared a wake-up while writers skipped NOTIFY"
     for messages in received:
         names = [m["payload"]["record"]["name"] for m in messages]
         assert names.count("while polling") == 1 and names[-1] == "late"

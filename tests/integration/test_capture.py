@@ -12,6 +12,7 @@ from psycopg import sql
 
 from tests.conftest import make_settings
 from tests.support.client import realtime_client
+from tests.support.lease import until_writers_notify
 from tests.support.server import ServerThread
 
 REALTIME_TABLES = """
@@ -71,6 +72,7 @@ async def test_names_are_exact_not_case_folded(db: psycopg.AsyncConnection) -> N
 async def test_each_transaction_notifies_once_on_the_configured_channel(
     database_url: str, db: psycopg.AsyncConnection, table: str
 ) -> None:
+    await until_writers_notify(db)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener:
         await listener.execute("LISTEN fluxbase_changes")
         async with db.transaction():
@@ -277,6 +279,7 @@ async def test_a_configured_notify_channel_is_used_by_trigger_and_listener(
             ):
                 await listener.execute("LISTEN custom_changes")
                 await client.subscribe(f"table:public.{table}")
+                await until_writers_notify(db)
                 await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('via custom channel')").format(t))
                 [change] = await client.broadcasts(1)
                 notify = await anext(listener.notifies(timeout=15))

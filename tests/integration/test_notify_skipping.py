@@ -21,11 +21,9 @@ from app import migrations
 from tests.conftest import make_settings
 from tests.support.client import realtime_client
 from tests.support.databases import scratch_database
+from tests.support.lease import LEASE_VALID
 from tests.support.server import ServerThread
 
-LEASE_VALID = (
-    "SELECT coalesce((SELECT until > clock_timestamp() FROM fluxbase_realtime.polling_lease), false)"
-)
 FEED_PIDS = (
     "SELECT pid FROM pg_stat_activity"
     " WHERE application_name = 'fluxbase-realtime-feed' AND datname = current_database()"

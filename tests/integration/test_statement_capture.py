@@ -17,6 +17,7 @@ from psycopg import sql
 from app import migrations
 from tests.support.client import realtime_client
 from tests.support.databases import scratch_database
+from tests.support.lease import until_writers_notify
 from tests.support.server import ServerThread
 
 CAPTURE = "'public.notify_table_change()'::regprocedure"
@@ -176,6 +177,7 @@ async def test_a_statement_that_changes_no_row_logs_and_notifies_nothing(
     await db.execute(sql.SQL("INSERT INTO {} VALUES (1, 'one')").format(t))
     count = sql.SQL("SELECT count(*) FROM fluxbase_realtime.change_log WHERE table_name = %s")
     before = (await (await db.execute(count, (name,))).fetchall())[0][0]
+    await until_writers_notify(db)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener:
         await listener.execute("LISTEN fluxbase_changes")
         # Each in its own transaction: any of them that notified would be one more notification.

@@ -1,0 +1,24 @@
+"""The polling lease that lets writers skip NOTIFY (sql/0016_notify_only_idle_feeds.sql), for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+
+LEASE_VALID = (
+    "SELECT coalesce((SELECT until > clock_timestamp() FROM fluxbase_realtime.polling_lease), false)"
+)
+
+
+DEADLINE = 60.0  # a bound against hanging, never a measurement of speed
+
+
+async def until_writers_notify(db: psycopg.AsyncConnection) -> None:
+    """Until no feed's lease lets writers skip NOTIFY: for tests that count notifications, after
+    earlier tests' load on the shared database made its feed poll."""
+    deadline = time.monotonic() + DEADLINE
+    while await (await db.execute(LEASE_VALID)).fetchone() == (True,):
+        assert time.monotonic() < deadline, "a feed kept its polling lease"
+        await asyncio.sleep(0.02)

@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(
         default=None,
-        description="PostgreSQL to capture changes from; unset starts an embedded server (app.services.embedded_home).",
+        description="PostgreSQL to capture changes from; unset: an embedded server (see embedded_home).",
     )
     jwt_secret: SecretStr | None = Field(
         default=None, description="HS256 secret; when unset every token is rejected."

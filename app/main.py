@@ -15,7 +15,8 @@ from app.channels.kind import ChannelKinds
 from app.channels.presence import PresenceRooms
 from app.channels.table import TableChannels
 from app.config import Settings
-from app.routers import broadcast, health, realtime, stats
+from app.metrics import RealtimeCollector, metrics_registry
+from app.routers import broadcast, health, metrics, realtime, stats
 from app.services.audience import Audience
 from app.services.auth import TokenVerifier
 from app.services.bus import BusTransport
@@ -33,6 +34,7 @@ from app.services.replay import Replayer
 from app.services.retention import ChangeLogPruner
 from app.services.rls import RowSecurity
 from app.services.tables import TableDirectory
+from app.services.traffic import Traffic
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +157,11 @@ def create_app(settings: Settings) -> FastAPI:
             channels=channels,
             broadcasts=broadcasts,
             cluster=cluster,
+            traffic=Traffic(),
         )
+        # Read at scrape time; a bus between instances hands its BusHealth to `collector.bus`.
+        collector = RealtimeCollector(app.state.services)
+        app.state.metrics_registry = metrics_registry(collector)
         pruner = ChangeLogPruner(
             pool,
             max_age=settings.realtime_retention_seconds,
@@ -187,5 +193,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(realtime.router)
     app.include_router(stats.router)
     app.include_router(broadcast.router)
+    app.include_router(metrics.router)
     app.include_router(health.router)
     return app

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping
 
 from app import protocol
 from app.services.audience import Audience, audience_of
@@ -21,6 +22,15 @@ CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_GOING_AWAY = 1001
 
 
+def frame_type(frame: str) -> str:
+    """The `type` of a server frame: every frame starts with it (`{"type":"ack",...`)."""
+    if frame.startswith('{"type":"'):
+        end = frame.find('"', 9)
+        if end > 9:
+            return frame[9:end]
+    return "other"
+
+
 class Hub:
     """Channel → audience → subscribers. Publishing hands the same frame object to every subscriber of an
     audience (of the whole channel, for tables without row-level security)."""
@@ -32,11 +42,21 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         # While a batch is published: the subscribers holding frames for it (see batch()).
         self._batch: list[Subscriber] | None = None
+        # Counters for /metrics (app.metrics reads them at scrape time): plain ints, one addition per
+        # offer, never per subscriber.
         self.slow_consumer_disconnects = 0
+        self.connections_opened = 0
+        self.deliveries = 0  # live broadcast frames offered, one per subscriber per change
+        self.delivered_bytes = 0  # their bytes on the wire (uncompressed)
+        self.sent: Counter[str] = Counter()  # every other frame offered, by its type (ack, error, ...)
 
     @property
     def connection_count(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def send_queue_size(self) -> int:
+        return self._send_queue_size
 
     @property
     def channel_count(self) -> int:
@@ -49,6 +69,7 @@ class Hub:
     def connect(self, principal: Principal, client: str = "") -> Subscriber:
         subscriber = Subscriber(principal, self._send_queue_size, client)
         self._subscribers.add(subscriber)
+        self.connections_opened += 1
         return subscriber
 
     def disconnect(self, subscriber: Subscriber) -> None:
@@ -169,9 +190,19 @@ class Hub:
         for subscriber in self._subscribers:
             subscriber.close(code, reason, drop_pending=True)
 
-    def offer_to(self, subscribers: Iterable[Subscriber], frame: str, wire: bytes | None = None) -> None:
-        """Queue a frame for each subscriber; one whose queue is full is closed as too slow."""
-        batch = self._batch if wire is not None else None
+    def offer_to(self, subscribers: Collection[Subscriber], frame: str, wire: bytes | None = None) -> None:
+        """Queue a frame for each subscriber; one whose queue is full is closed as too slow.
+
+        With `wire` it is a live broadcast (publish); otherwise a reply, a heartbeat or a replayed change,
+        counted by its type.
+        """
+        if wire is not None:
+            batch = self._batch
+            self.deliveries += len(subscribers)
+            self.delivered_bytes += len(subscribers) * len(wire)
+        else:
+            batch = None
+            self.sent[frame_type(frame)] += len(subscribers)
         too_slow = [s for s in subscribers if not s.offer(frame, wire, batch) and not s.closing]
         for subscriber in too_slow:
             self.slow_consumer_disconnects += 1
@@ -181,6 +212,20 @@ class Hub:
             subscriber.close(CLOSE_TRY_AGAIN_LATER, "client is not reading fast enough", drop_pending=True)
             # It stays a connection until its socket closes; it just stops receiving changes.
             self._leave_all(subscriber)
+
+    def subscriptions_by_kind(self) -> dict[str, tuple[int, int]]:
+        """Channel kind (`table`, `broadcast`) → (channels with a live subscriber, live subscriptions)."""
+        counts: dict[str, tuple[int, int]] = {}
+        for channel, groups in self._channels.items():
+            kind = channel.partition(":")[0]
+            channels, subscriptions = counts.get(kind, (0, 0))
+            counts[kind] = (channels + 1, subscriptions + sum(len(members) for members in groups.values()))
+        return counts
+
+    def queued_frames(self) -> tuple[int, int]:
+        """Frames waiting in send queues: in all of them, and in the fullest one."""
+        depths = [subscriber.queued for subscriber in self._subscribers]
+        return sum(depths), max(depths, default=0)
 
     def _leave_all(self, subscriber: Subscriber) -> None:
         for channel in subscriber.channels:

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply pending migrations and exit")
     args = parser.parse_args(argv)
 
-    logging.config.dictConfig(logging_config(settings.log_level))
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
     try:
         if args.command == "serve":
             _exit_cleanly_on_sigterm()

@@ -159,7 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
             cluster=cluster,
             traffic=Traffic(),
         )
-        # Read at scrape time; a bus between instances hands its BusHealth to `collector.bus`.
+        # Read at scrape time (app.metrics).
         collector = RealtimeCollector(app.state.services)
         app.state.metrics_registry = metrics_registry(collector)
         pruner = ChangeLogPruner(

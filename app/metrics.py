@@ -5,14 +5,13 @@ app.services.histogram's lock-free histograms) as they work; `RealtimeCollector`
 scrapes and turns them into metric families. Each application has a registry of its own (tests run several
 in one process), holding this collector and the process collector (CPU, memory, open files).
 
-Hooks for what is not built yet: a bus between instances reports through `BusHealth` (the bus sets its
-fields; `RealtimeCollector.bus` is set by the lifespan), exported as `fluxbase_realtime_bus_*`.
+The bus between instances (app.services.cluster) is read the same way: its transport's connection and
+the counters the cluster keeps. Another source (a capture mode's slot lag) is one more block in `collect`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -27,19 +26,6 @@ CHANNEL_KINDS = ("table", "broadcast")
 RECEIVED_TYPES = ("subscribe", "unsubscribe", "access_token", "broadcast", "track", "untrack")
 SENT_TYPES = ("ack", "error", "heartbeat", "broadcast")
 REFUSAL_REASONS = ("origin", "token", "user_limit", "address_limit")
-
-
-@dataclass(slots=True)
-class BusHealth:
-    """What a bus between instances (PostgreSQL or Redis) reports. The bus updates the fields as it works
-    (`up` when its connection is established or lost, the counters on each message); the collector only
-    reads them at scrape time, so updating them costs an assignment or an addition."""
-
-    name: str  # the implementation: "postgres", "redis"
-    up: bool = False
-    published: int = 0  # messages this instance sent to the bus
-    received: int = 0  # messages this instance received from it
-    errors: int = 0  # failed operations (a publish, a reconnect attempt)
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
@@ -67,9 +53,8 @@ def _histogram(name: str, documentation: str, histogram: Histogram) -> Histogram
 class RealtimeCollector(Collector):
     """Reads the services' counters at scrape time (on the event loop, like everything that updates them)."""
 
-    def __init__(self, services: Services, bus: BusHealth | None = None) -> None:
+    def __init__(self, services: Services) -> None:
         self._services = services
-        self.bus = bus
 
     def collect(self) -> Iterator[Metric]:
         services = self._services
@@ -119,18 +104,19 @@ class RealtimeCollector(Collector):
             RECEIVED_TYPES,
         )
         sent = dict(hub.sent)
-        sent["broadcast"] = sent.get("broadcast", 0) + hub.deliveries
+        sent["broadcast"] = sent.get("broadcast", 0) + hub.change_deliveries
         yield _labelled(
             CounterMetricFamily(
                 PREFIX + "messages_sent",
-                "Frames queued or written to clients, by type (broadcast: live and replayed).",
+                "Frames queued or written to clients, by type (broadcast: changes and messages, live and "
+                "replayed).",
                 labels=["type"],
             ),
             sent,
             SENT_TYPES,
         )
         yield _counter(
-            "deliveries", "Live broadcast frames handed to subscribers (one per subscriber per change).",
+            "deliveries", "Live frames (changes, broadcasts, presence) handed to subscribers, one each.",
             hub.deliveries,
         )  # fmt: skip
         yield _counter("delivered_bytes", "Bytes of those frames, uncompressed.", hub.delivered_bytes)
@@ -174,23 +160,35 @@ class RealtimeCollector(Collector):
             "listener_reconnects", "Times the LISTEN connection was re-established after losing it.",
             max(0, listener.connects - 1),
         )  # fmt: skip
-        if self.bus is not None:
-            yield from self._bus(self.bus)
+        yield from self._bus()
 
-    def _bus(self, bus: BusHealth) -> Iterator[Metric]:
+    def _bus(self) -> Iterator[Metric]:
+        cluster = self._services.cluster
+        labels = [cluster.transport]
         up = GaugeMetricFamily(
             PREFIX + "bus_up", "1 while the bus between instances is connected.", labels=["bus"]
         )
-        up.add_metric([bus.name], int(bus.up))
+        up.add_metric(labels, int(cluster.healthy))
         yield up
-        for name, documentation, value in (
-            ("bus_messages_published", "Messages sent to the bus.", bus.published),
-            ("bus_messages_received", "Messages received from the bus.", bus.received),
-            ("bus_errors", "Failed bus operations.", bus.errors),
+        peers = GaugeMetricFamily(PREFIX + "bus_peers", "Other instances heard on the bus.", labels=["bus"])
+        peers.add_metric(labels, cluster.peers)
+        yield peers
+        for name, documentation, count in (
+            ("bus_messages_received", "Messages received from other instances.", cluster.received),
+            (
+                "bus_messages_dropped",
+                "Messages never handed to the bus (it was down or backed up).",
+                cluster.dropped,
+            ),
         ):
             family = CounterMetricFamily(PREFIX + name, documentation, labels=["bus"])
-            family.add_metric([bus.name], value)
+            family.add_metric(labels, count)
             yield family
+        yield _counter(
+            "broadcast_messages",
+            "Messages sent to broadcast channels by this instance's clients.",
+            self._services.broadcasts.sent,
+        )
 
 
 def metrics_registry(collector: RealtimeCollector) -> CollectorRegistry:

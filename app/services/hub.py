@@ -46,8 +46,9 @@ class Hub:
         # offer, never per subscriber.
         self.slow_consumer_disconnects = 0
         self.connections_opened = 0
-        self.deliveries = 0  # live broadcast frames offered, one per subscriber per change
+        self.deliveries = 0  # live frames (changes, broadcasts, presence) offered, one per subscriber
         self.delivered_bytes = 0  # their bytes on the wire (uncompressed)
+        self.change_deliveries = 0  # the feed's changes among them (broadcast frames of table channels)
         self.sent: Counter[str] = Counter()  # every other frame offered, by its type (ack, error, ...)
 
     @property
@@ -137,7 +138,8 @@ class Hub:
         wire = text_frame(frame)  # built once, written as is to every direct-path socket
         # Snapshots: a subscriber closed as too slow leaves its group, which may empty and disappear.
         for subscribers in list(groups.values()):
-            self.offer_to(subscribers, frame, wire)
+            self.change_deliveries += len(subscribers)
+            self._offer(subscribers, frame, wire)
 
     def publish_per_audience(self, channel: str, frames: Mapping[Audience, str | None]) -> None:
         """Each audience gets its own frame (None: this change is not for it)."""
@@ -149,7 +151,8 @@ class Hub:
                 wire = wires.get(id(frame))
                 if wire is None:
                     wire = wires[id(frame)] = text_frame(frame)
-                self.offer_to(subscribers, frame, wire)
+                self.change_deliveries += len(subscribers)
+                self._offer(subscribers, frame, wire)
 
     def is_live(self, subscriber: Subscriber, channel: str) -> bool:
         """Whether the subscriber receives the channel's changes as they are published."""
@@ -193,16 +196,20 @@ class Hub:
     def offer_to(self, subscribers: Collection[Subscriber], frame: str, wire: bytes | None = None) -> None:
         """Queue a frame for each subscriber; one whose queue is full is closed as too slow.
 
-        With `wire` it is a live broadcast (publish); otherwise a reply, a heartbeat or a replayed change,
-        counted by its type.
+        `wire` (the frame's bytes, built once) marks a live frame that may take the direct path. Frames
+        are counted by type here; the feed's changes, the bulk of them, are counted by `publish` without
+        looking at the frame.
         """
+        self.sent[frame_type(frame)] += len(subscribers)
+        self._offer(subscribers, frame, wire)
+
+    def _offer(self, subscribers: Collection[Subscriber], frame: str, wire: bytes | None) -> None:
         if wire is not None:
             batch = self._batch
             self.deliveries += len(subscribers)
             self.delivered_bytes += len(subscribers) * len(wire)
         else:
             batch = None
-            self.sent[frame_type(frame)] += len(subscribers)
         too_slow = [s for s in subscribers if not s.offer(frame, wire, batch) and not s.closing]
         for subscriber in too_slow:
             self.slow_consumer_disconnects += 1

@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app.wire import text_frame
 from tests.conftest import make_settings
+from tests.support.channels import join, room
 from tests.support.client import RECEIVE_TIMEOUT, RealtimeClient, realtime_client
 from tests.support.metrics import scrape, value
 from tests.support.server import ServerThread
@@ -93,3 +94,34 @@ async def _raw_broadcast(client: RealtimeClient) -> str:
         if orjson.loads(text)["type"] != "heartbeat":
             assert orjson.loads(text)["type"] == "broadcast", text
             return text
+
+
+async def test_metrics_count_broadcast_channels_and_the_bus(database_url: str) -> None:
+    channel = room()
+    with ServerThread(make_settings(database_url)) as server:
+        async with (
+            httpx.AsyncClient(base_url=server.http_url) as http,
+            realtime_client(server.ws_url) as sender,
+            realtime_client(server.ws_url) as other,
+        ):
+            before = await scrape(http)
+            await join(sender, channel)
+            await join(other, channel)
+            await sender.send(type="broadcast", channel=channel, event="e", payload={"n": 1})
+            assert (await other.receive())["event"] == "e"
+            after = await scrape(http)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, P + name, **labels) - value(before, P + name, **labels)
+
+    assert value(after, P + "subscriptions", kind="broadcast") == 2
+    assert value(after, P + "channels", kind="broadcast") == 1
+    assert value(after, P + "subscriptions", kind="table") == 0
+    assert delta("messages_received_total", type="broadcast") == 1
+    assert delta("broadcast_messages_total") == 1
+    assert delta("messages_sent_total", type="presence_state") == 2
+    # The message reached one subscriber (not its sender): one broadcast frame, one live delivery (the
+    # presence states are replies to the subscribes).
+    assert delta("messages_sent_total", type="broadcast") == 1
+    assert delta("deliveries_total") == 1
+    assert value(after, P + "bus_up", bus="postgres") == 1

@@ -15,6 +15,7 @@ from app.channels.kind import ChannelKinds
 from app.channels.presence import PresenceRooms
 from app.channels.table import TableChannels
 from app.config import Settings
+from app.errors import install_error_handlers
 from app.metrics import RealtimeCollector, metrics_registry
 from app.routers import broadcast, health, metrics, realtime, stats
 from app.services.audience import Audience
@@ -190,6 +191,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="fluxbase-realtime", lifespan=lifespan)
     app.state.settings = settings
+    install_error_handlers(app)
     app.include_router(realtime.router)
     app.include_router(stats.router)
     app.include_router(broadcast.router)

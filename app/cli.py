@@ -14,21 +14,31 @@ from pathlib import Path
 from app import migrations
 from app.config import Settings
 from app.logs import logging_config
-from app.services.embedded_postgres import EmbeddedPostgres
+from app.services.embedded_home import UnsafeLocation, embedded_home
+from app.services.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 
 log = logging.getLogger("app.cli")
-
-EMBEDDED_DATA_DIR = Path(".data") / "postgres"
 
 
 @contextlib.contextmanager
 def database_url(settings: Settings) -> Iterator[str]:
-    """DATABASE_URL, or an embedded server under .data/ for as long as the command runs."""
+    """DATABASE_URL, or an embedded server for as long as the command runs: its cluster is under the
+    project's .data/, or where the server's user can reach it (app.services.embedded_home)."""
     if settings.database_url:
         yield settings.database_url
         return
-    with EmbeddedPostgres(EMBEDDED_DATA_DIR.resolve()) as embedded:
-        print(f"DATABASE_URL is unset: using the embedded PostgreSQL at {embedded.url}", flush=True)
+    try:
+        home = embedded_home(Path.cwd())
+    except UnsafeLocation as error:
+        raise EmbeddedPostgresError(str(error)) from None
+    if home.moved_because:
+        print(f"{home.moved_because}: the embedded cluster lives in {home.data_dir}", flush=True)
+    with EmbeddedPostgres(home.data_dir) as embedded:
+        print(
+            f"DATABASE_URL is unset: using the embedded PostgreSQL at {embedded.url} "
+            f"(data in {home.data_dir})",
+            flush=True,
+        )
         yield embedded.url
 
 
@@ -71,9 +81,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply pending migrations and exit")
     args = parser.parse_args(argv)
 
-    logging.config.dictConfig(logging_config(settings.log_level))
-    if args.command == "serve":
-        _exit_cleanly_on_sigterm()
-        _serve(settings, args.host, args.port, migrate=not args.no_migrate)
-    else:
-        _migrate(settings)
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+    try:
+        if args.command == "serve":
+            _exit_cleanly_on_sigterm()
+            _serve(settings, args.host, args.port, migrate=not args.no_migrate)
+        else:
+            _migrate(settings)
+    except EmbeddedPostgresError as error:
+        # An operator's error, not a bug: what to do, without a traceback.
+        sys.exit(f"fluxbase-realtime: {error}")

@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(
         default=None,
-        description="PostgreSQL to capture changes from; unset starts an embedded server under .data/.",
+        description="PostgreSQL to capture changes from; unset: an embedded server (see embedded_home).",
     )
     jwt_secret: SecretStr | None = Field(
         default=None, description="HS256 secret; when unset every token is rejected."
@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"  # noqa: S104 - a service container listens on every interface by design
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: one key=value line per event; json: one JSON object per line."
+    )
 
     realtime_heartbeat_interval: float = Field(default=30.0, gt=0)
     realtime_notify_channel: str = "fluxbase_changes"
@@ -176,7 +179,7 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

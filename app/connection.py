@@ -14,6 +14,7 @@ from typing import Protocol
 from fastapi import WebSocket, WebSocketDisconnect
 
 from app import protocol
+from app.services import traffic
 from app.services.auth import AuthError, Principal
 from app.services.container import Services
 from app.services.limits import Admission, ConnectionLease, ExpiryTimer, MessageRate
@@ -188,24 +189,30 @@ class Connection:
         # Every frame counts against the rate, before any work is spent on it; message contents are
         # never logged (an access_token carries a credential, a broadcast the application's data).
         admission = self._rate.admit()
+        received = self._services.traffic.received
         if admission is not Admission.ACCEPT:
+            received[traffic.RATE_LIMITED] += 1
             self._rate_limited(close=admission is Admission.CLOSE)
             return
         text = message.get("text")
         if text is None:
+            received[traffic.BINARY] += 1
             self._reply(protocol.encode_error("binary frames are not supported: send JSON text"))
             return
         # len() counts characters; only encode when the text could be over the limit in UTF-8 bytes.
         limit = settings.realtime_max_message_bytes
         if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
+            received[traffic.TOO_LARGE] += 1
             self._reply(protocol.encode_error(f"message is larger than {limit} bytes"))
             subscriber.close(CLOSE_MESSAGE_TOO_BIG, "message too big")
             return
         try:
             request = protocol.parse_request(text)
         except protocol.ProtocolError as error:
+            received[traffic.INVALID] += 1
             self._reply(protocol.encode_error(str(error), ref=error.ref, code=error.code))
             return
+        received[traffic.request_type(request)] += 1
         if isinstance(request, protocol.AccessTokenRequest):
             await self._refresh_token(request)
             return

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+LogFormat = Literal["text", "json"]
 
 # Query-string credentials, as uvicorn logs them in "WebSocket /realtime?token=..." and access lines.
 _CREDENTIAL = re.compile(r"(?i)\b((?:access_)?token|apikey|api_key|jwt)=[^&\s\"']*")
@@ -59,22 +64,75 @@ class QuietClientMistakes(logging.Filter):
         return True
 
 
-def logging_config(level: str) -> dict[str, Any]:
-    """A dictConfig for uvicorn and the app; every handler carries the redaction filter."""
+# The event name that starts every message of ours: `service_started head_id=3`.
+_EVENT = re.compile(r"[a-z][a-z0-9_]*(?=\s|$)")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, event (the message's first word,
+    when it is an event name), message, and the traceback if any. The redaction filter has already run on
+    the message; the traceback, which no filter sees, is redacted here."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        message = record.getMessage()
+        event = _EVENT.match(message)
+        if event:
+            entry["event"] = event.group()
+        entry["message"] = message
+        entry.update(self.fields(record))
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            entry["exception"] = redact(record.exc_text)
+        return orjson.dumps(entry).decode()
+
+    def fields(self, record: logging.LogRecord) -> dict[str, object]:
+        """Extra keys of a kind of record."""
+        return {}
+
+
+class JsonAccessFormatter(JsonFormatter):
+    """uvicorn's access lines, with the request's parts as fields (its arguments: client address, method,
+    path with query, HTTP version, status; the path's credentials are redacted by the filter)."""
+
+    def fields(self, record: logging.LogRecord) -> dict[str, object]:
+        if not isinstance(record.args, tuple) or len(record.args) != 5:
+            return {}
+        client, method, path, http_version, status = record.args
+        return {
+            "client": client,
+            "method": method,
+            "path": path,
+            "http_version": http_version,
+            "status": status,
+        }
+
+
+def logging_config(level: str, log_format: LogFormat = "text") -> dict[str, Any]:
+    """A dictConfig for uvicorn and the app; every handler carries the redaction filter. `text`: one
+    `key=value` line per event; `json`: one JSON object per line."""
     upper = level.upper()
+    formatters: dict[str, Any] = {
+        "default": {"format": "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"},
+        "access": {
+            "()": "uvicorn.logging.AccessFormatter",
+            "fmt": '%(asctime)s level=%(levelname)s logger=%(name)s %(client_addr)s "%(request_line)s" '
+            "%(status_code)s",
+            "use_colors": False,
+        },
+    }
+    if log_format == "json":
+        formatters = {"default": {"()": JsonFormatter}, "access": {"()": JsonAccessFormatter}}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"redact": {"()": RedactCredentials}, "client_mistakes": {"()": QuietClientMistakes}},
-        "formatters": {
-            "default": {"format": "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"},
-            "access": {
-                "()": "uvicorn.logging.AccessFormatter",
-                "fmt": '%(asctime)s level=%(levelname)s logger=%(name)s %(client_addr)s "%(request_line)s" '
-                "%(status_code)s",
-                "use_colors": False,
-            },
-        },
+        "formatters": formatters,
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",

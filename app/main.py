@@ -15,7 +15,9 @@ from app.channels.kind import ChannelKinds
 from app.channels.presence import PresenceRooms
 from app.channels.table import TableChannels
 from app.config import Settings
-from app.routers import broadcast, health, realtime, stats
+from app.errors import install_error_handlers
+from app.metrics import RealtimeCollector, metrics_registry
+from app.routers import broadcast, health, metrics, realtime, stats
 from app.services.audience import Audience
 from app.services.auth import TokenVerifier
 from app.services.bus import BusTransport
@@ -33,6 +35,7 @@ from app.services.replay import Replayer
 from app.services.retention import ChangeLogPruner
 from app.services.rls import RowSecurity
 from app.services.tables import TableDirectory
+from app.services.traffic import Traffic
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +160,11 @@ def create_app(settings: Settings) -> FastAPI:
             channels=channels,
             broadcasts=broadcasts,
             cluster=cluster,
+            traffic=Traffic(),
         )
+        # Read at scrape time (app.metrics).
+        collector = RealtimeCollector(app.state.services)
+        app.state.metrics_registry = metrics_registry(collector)
         pruner = ChangeLogPruner(
             pool,
             max_age=settings.realtime_retention_seconds,
@@ -186,8 +193,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="fluxbase-realtime", lifespan=lifespan)
     app.state.settings = settings
+    install_error_handlers(app)
     app.include_router(realtime.router)
     app.include_router(stats.router)
     app.include_router(broadcast.router)
+    app.include_router(metrics.router)
     app.include_router(health.router)
     return app

@@ -28,7 +28,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, *, host: str, port: int) ->
         # The application's heartbeat replaces protocol pings: one timer for all connections.
         ws_ping_interval=None,
         ws_ping_timeout=None,
-        log_config=logging_config(settings.log_level),
+        log_config=logging_config(settings.log_level, settings.log_format),
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
         lifespan="on",

@@ -28,8 +28,15 @@ _MESSAGE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["channel", "event"],
     "properties": {
-        "channel": {"type": "string", "pattern": "^broadcast:", "examples": ["broadcast:room1"]},
-        "event": {"type": "string", "minLength": 1},
+        # Names: 1 to 200 UTF-8 bytes without control characters (bytes cannot be said in JSON Schema:
+        # the lengths below are in characters, and a longer name in bytes is refused with a 400).
+        "channel": {
+            "type": "string",
+            "pattern": "^broadcast:[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+            "maxLength": 210,
+            "examples": ["broadcast:room1"],
+        },
+        "event": {"type": "string", "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$", "maxLength": 200},
         "payload": {"description": "any JSON value (default null)"},
     },
 }
@@ -69,7 +76,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {"oneOf": [_MESSAGE_SCHEMA, {"type": "array", "items": _MESSAGE_SCHEMA}]}
+                    "schema": {
+                        "oneOf": [_MESSAGE_SCHEMA, {"type": "array", "items": _MESSAGE_SCHEMA, "minItems": 1}]
+                    }
                 }
             },
         }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from app.deps import ServicesDep
 
@@ -16,7 +19,17 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    database: bool
+    listener: bool
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "the database or the listener is down"}},
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Ready when the database answers and the listener is connected (changes are flowing)."""
     database = True

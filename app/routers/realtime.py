@@ -25,10 +25,12 @@ async def realtime_socket(websocket: WebSocket, services: ServicesDep) -> None:
     # Every refusal at connect is an `error` and a close with 1008, and happens before anything is counted.
     origin = websocket.headers.get("origin")
     if not origin_allowed(origin, services.settings.realtime_allowed_origins):
+        services.traffic.refused["origin"] += 1
         await _refuse(websocket, f"origin {_clip(origin)!r} is not allowed to connect", "origin not allowed")
         return
     principal = await _authenticate(websocket, services)
     if isinstance(principal, AuthError):
+        services.traffic.refused["token"] += 1
         await _refuse(websocket, str(principal), "invalid token")
         return
     try:

@@ -16,6 +16,7 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg_pool import AsyncConnectionPool
 
 from app.protocol import BroadcastChannel, BroadcastEncoder, Operation, TableChannel, encode_message
+from app.services.histogram import Histogram
 from app.services.pacing import PassPacer
 
 log = logging.getLogger(__name__)
@@ -204,10 +205,18 @@ class ChangeFeed:
         # The end of the batch read but not yet published (== last_id when none is).
         self.reading_to = 0
         self.recent = RecentChanges()
+        # For /metrics: the newest id a pass numbered (the head of the log as the feed last saw it), the
+        # passes run (the feed's own and subscribes'), failed wake-ups, the time a wake-up's statement
+        # takes, and how long a change waits between the read that found it and its publication.
+        self.head_id = 0
+        self.passes = 0
+        self.failures = 0
+        self.pass_seconds = Histogram()
+        self.read_to_publish_seconds = Histogram()
 
     async def start_at_head(self) -> None:
         """Begin after the newest change: a fresh service delivers what commits from now on."""
-        self.last_id = self.reading_to = await self.sequence()
+        self.last_id = self.reading_to = self.head_id = await self.sequence()
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -216,6 +225,8 @@ class ChangeFeed:
         """Number everything committed so far and return the newest id: the position of "now"."""
         async with self._pool.connection() as conn:
             head = await fetch_id(conn, SEQUENCE)
+        self.passes += 1
+        self.head_id = max(self.head_id, head)
         if head > self.last_id:
             self.wake()
         return head
@@ -257,6 +268,7 @@ class ChangeFeed:
                     await asyncio.sleep(pause)
             except Exception:
                 failures += 1
+                self.failures += 1
                 delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
                 log.exception("change_feed_failed attempt=%d retry_in=%.2fs", failures, delay)
                 await asyncio.sleep(delay)
@@ -295,10 +307,12 @@ class ChangeFeed:
 
     async def _catch_up(self) -> None:
         conn = await self._connection()
+        clock = asyncio.get_running_loop().time
         try:
             # The sequencer pass and the first read in one statement: one round trip per wake-up, and
             # cheaper than the two in a pipeline (sql/0014_sequence_and_read.sql). When nothing is there
             # to read, its one row carries only the head.
+            started = clock()
             woken = await (
                 await conn.execute(
                     WAKE,
@@ -306,17 +320,24 @@ class ChangeFeed:
                     prepare=True,
                 )
             ).fetchall()
+            read_at = clock()
+            self.passes += 1
+            self.pass_seconds.observe(read_at - started)
             head = int(woken[0][0])
+            self.head_id = max(self.head_id, head)
             rows = [row[1:] for row in woken if row[1] is not None]
             while self.last_id < head:
                 if not rows:
                     rows = await (await self._read(conn)).fetchall()
+                    read_at = clock()
                 if not rows:
                     log.error("change_log_gap after_id=%d head=%d", self.last_id, head)
                     self.last_id = self.reading_to = head
                     self.recent.clear()
                     break
                 await self._deliver([self._framer.change(*r) for r in cast(list[ChangeRow], rows)])
+                # Authorization (RLS) and waiting for room in full queues are what a change waits for here.
+                self.read_to_publish_seconds.observe(clock() - read_at, len(rows))
                 rows = []
         except BaseException:
             await self.close()  # whatever state it is in, the next pass starts on a fresh connection

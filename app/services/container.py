@@ -18,6 +18,7 @@ from app.services.listener import ChangeListener
 from app.services.replay import Replayer
 from app.services.rls import RowSecurity
 from app.services.tables import TableDirectory
+from app.services.traffic import Traffic
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +38,4 @@ class Services:
     channels: ChannelKinds
     broadcasts: BroadcastChannels
     cluster: Cluster
+    traffic: Traffic

@@ -15,7 +15,6 @@ import re
 import shlex
 import shutil
 import socket
-import stat
 import subprocess
 import time
 from collections.abc import Mapping
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Self
 
 import psycopg
+
+from app.services.embedded_home import blocking_directory, describe
 
 logger = logging.getLogger(__name__)
 
@@ -203,19 +204,13 @@ class EmbeddedPostgres:
 
     def _require_traversable(self, target: Path) -> None:
         assert self._run_as is not None
-        uid, gid = self._run_as
-        # Mode bits rather than os.access, which answers for root and not for the server user.
-        for directory in (target, *target.parents):
-            if not directory.exists():
-                continue
-            st = directory.stat()
-            bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == gid else stat.S_IXOTH
-            if not st.st_mode & bit:
-                raise EmbeddedPostgresError(
-                    f"running as root, PostgreSQL must run as {self._system_user!r}, which cannot traverse "
-                    f"{directory} ({stat.filemode(st.st_mode)}) to reach {target}; use a location that "
-                    "user can reach or set DATABASE_URL to use an existing server"
-                )
+        directory = blocking_directory(target, *self._run_as)
+        if directory is not None:
+            raise EmbeddedPostgresError(
+                f"running as root, PostgreSQL must run as {self._system_user!r}, which cannot traverse "
+                f"{describe(directory)} to reach {target}; use a location that "
+                "user can reach or set DATABASE_URL to use an existing server"
+            )
 
     def _prepare_directories(self) -> None:
         for directory in reversed((self.data_dir.parent, *self.data_dir.parent.parents)):

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping
 
 from app import protocol
 from app.services.audience import Audience, audience_of
@@ -21,6 +22,15 @@ CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_GOING_AWAY = 1001
 
 
+def frame_type(frame: str) -> str:
+    """The `type` of a server frame: every frame starts with it (`{"type":"ack",...`)."""
+    if frame.startswith('{"type":"'):
+        end = frame.find('"', 9)
+        if end > 9:
+            return frame[9:end]
+    return "other"
+
+
 class Hub:
     """Channel → audience → subscribers. Publishing hands the same frame object to every subscriber of an
     audience (of the whole channel, for tables without row-level security)."""
@@ -32,11 +42,22 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         # While a batch is published: the subscribers holding frames for it (see batch()).
         self._batch: list[Subscriber] | None = None
+        # Counters for /metrics (app.metrics reads them at scrape time): plain ints, one addition per
+        # offer, never per subscriber.
         self.slow_consumer_disconnects = 0
+        self.connections_opened = 0
+        self.deliveries = 0  # live frames (changes, broadcasts, presence) offered, one per subscriber
+        self.delivered_bytes = 0  # their bytes on the wire (uncompressed)
+        self.change_deliveries = 0  # the feed's changes among them (broadcast frames of table channels)
+        self.sent: Counter[str] = Counter()  # every other frame offered, by its type (ack, error, ...)
 
     @property
     def connection_count(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def send_queue_size(self) -> int:
+        return self._send_queue_size
 
     @property
     def channel_count(self) -> int:
@@ -49,6 +70,7 @@ class Hub:
     def connect(self, principal: Principal, client: str = "") -> Subscriber:
         subscriber = Subscriber(principal, self._send_queue_size, client)
         self._subscribers.add(subscriber)
+        self.connections_opened += 1
         return subscriber
 
     def disconnect(self, subscriber: Subscriber) -> None:
@@ -116,7 +138,8 @@ class Hub:
         wire = text_frame(frame)  # built once, written as is to every direct-path socket
         # Snapshots: a subscriber closed as too slow leaves its group, which may empty and disappear.
         for subscribers in list(groups.values()):
-            self.offer_to(subscribers, frame, wire)
+            self.change_deliveries += len(subscribers)
+            self._offer(subscribers, frame, wire)
 
     def publish_per_audience(self, channel: str, frames: Mapping[Audience, str | None]) -> None:
         """Each audience gets its own frame (None: this change is not for it)."""
@@ -128,7 +151,8 @@ class Hub:
                 wire = wires.get(id(frame))
                 if wire is None:
                     wire = wires[id(frame)] = text_frame(frame)
-                self.offer_to(subscribers, frame, wire)
+                self.change_deliveries += len(subscribers)
+                self._offer(subscribers, frame, wire)
 
     def is_live(self, subscriber: Subscriber, channel: str) -> bool:
         """Whether the subscriber receives the channel's changes as they are published."""
@@ -169,9 +193,23 @@ class Hub:
         for subscriber in self._subscribers:
             subscriber.close(code, reason, drop_pending=True)
 
-    def offer_to(self, subscribers: Iterable[Subscriber], frame: str, wire: bytes | None = None) -> None:
-        """Queue a frame for each subscriber; one whose queue is full is closed as too slow."""
-        batch = self._batch if wire is not None else None
+    def offer_to(self, subscribers: Collection[Subscriber], frame: str, wire: bytes | None = None) -> None:
+        """Queue a frame for each subscriber; one whose queue is full is closed as too slow.
+
+        `wire` (the frame's bytes, built once) marks a live frame that may take the direct path. Frames
+        are counted by type here; the feed's changes, the bulk of them, are counted by `publish` without
+        looking at the frame.
+        """
+        self.sent[frame_type(frame)] += len(subscribers)
+        self._offer(subscribers, frame, wire)
+
+    def _offer(self, subscribers: Collection[Subscriber], frame: str, wire: bytes | None) -> None:
+        if wire is not None:
+            batch = self._batch
+            self.deliveries += len(subscribers)
+            self.delivered_bytes += len(subscribers) * len(wire)
+        else:
+            batch = None
         too_slow = [s for s in subscribers if not s.offer(frame, wire, batch) and not s.closing]
         for subscriber in too_slow:
             self.slow_consumer_disconnects += 1
@@ -181,6 +219,20 @@ class Hub:
             subscriber.close(CLOSE_TRY_AGAIN_LATER, "client is not reading fast enough", drop_pending=True)
             # It stays a connection until its socket closes; it just stops receiving changes.
             self._leave_all(subscriber)
+
+    def subscriptions_by_kind(self) -> dict[str, tuple[int, int]]:
+        """Channel kind (`table`, `broadcast`) → (channels with a live subscriber, live subscriptions)."""
+        counts: dict[str, tuple[int, int]] = {}
+        for channel, groups in self._channels.items():
+            kind = channel.partition(":")[0]
+            channels, subscriptions = counts.get(kind, (0, 0))
+            counts[kind] = (channels + 1, subscriptions + sum(len(members) for members in groups.values()))
+        return counts
+
+    def queued_frames(self) -> tuple[int, int]:
+        """Frames waiting in send queues: in all of them, and in the fullest one."""
+        depths = [subscriber.queued for subscriber in self._subscribers]
+        return sum(depths), max(depths, default=0)
 
     def _leave_all(self, subscriber: Subscriber) -> None:
         for channel in subscriber.channels:

@@ -56,14 +56,19 @@ class ConnectionLimiter:
         self._per_address = per_address
         self._users: Counter[str] = Counter()
         self._addresses: Counter[str] = Counter()
+        # Refusals, for /metrics.
+        self.refused_per_user = 0
+        self.refused_per_address = 0
 
     def acquire(self, user: str | None, address: str | None) -> ConnectionLease:
         """Count a connection, or raise LimitExceeded (counting nothing)."""
         if address and self._addresses[address] >= self._per_address:
+            self.refused_per_address += 1
             raise LimitExceeded(
                 f"too many connections from this address: at most {self._per_address} are allowed"
             )
         if user is not None and self._users[user] >= self._per_user:
+            self.refused_per_user += 1
             raise LimitExceeded(f"too many connections for this user: at most {self._per_user} are allowed")
         if address:
             self._addresses[address] += 1

@@ -26,6 +26,7 @@ class ChangeListener:
         self._channel = channel
         self._on_wake = on_wake
         self.connected = False
+        self.connects = 0  # successful LISTENs; all but the first are reconnects
 
     async def run(self) -> None:
         failures = 0
@@ -43,6 +44,7 @@ class ChangeListener:
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self.connected = True
+                    self.connects += 1
                     failures = 0
                     log.info("listener_connected channel=%s", self._channel)
                     self._on_wake()

@@ -49,9 +49,14 @@ class Replayer:
         self._framer = framer
         self._batch = batch
         self._batch_bytes = batch_bytes
+        # For /metrics: replays asked for (`since`), replay_gap errors sent, changes sent by replays.
+        self.replays = 0
+        self.replay_gaps = 0
+        self.replayed_changes = 0
 
     async def replay(self, subscriber: Subscriber, channel: Channel, since: int) -> None:
         """Replay what follows `since` (saying so when part of it is gone), then join live delivery."""
+        self.replays += 1
         start = await self._starting_point(subscriber, channel.name, since)
         await self.join(subscriber, channel, start, gap_reported=start != since)
 
@@ -105,6 +110,7 @@ class Replayer:
             for change in changes:
                 frame = per_audience[change.id].get(audience) if change.id in per_audience else change.frame
                 if frame is not None:
+                    self.replayed_changes += 1
                     self._hub.offer_to([subscriber], frame)
             cursor = next_cursor
 
@@ -128,6 +134,7 @@ class Replayer:
             oldest = await fetch_id(conn, OLDEST)
         if oldest > cursor + 1 and not gap_reported:
             gap_reported = True
+            self.replay_gaps += 1
             self._hub.offer_to([subscriber], _gap_error(channel.name, cursor, oldest))
         changes = [self._framer.change(*row[:7]) for row in rows]
         return changes, (rows[-1][7] if rows else upto), gap_reported
@@ -138,6 +145,7 @@ class Replayer:
             oldest = await fetch_id(conn, OLDEST)
             head = await fetch_id(conn, HEAD)
         if since > head:
+            self.replay_gaps += 1
             self._hub.offer_to(
                 [subscriber],
                 protocol.encode_error(
@@ -149,6 +157,7 @@ class Replayer:
             )
             return head
         if oldest > since + 1:
+            self.replay_gaps += 1
             self._hub.offer_to([subscriber], _gap_error(name, since, oldest))
             return oldest - 1
         return since

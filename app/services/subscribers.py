@@ -79,6 +79,11 @@ class Subscriber:
         return self._capacity
 
     @property
+    def queued(self) -> int:
+        """Frames waiting in the queue."""
+        return len(self._frames)
+
+    @property
     def room(self) -> int:
         return self._capacity - len(self._frames)
 

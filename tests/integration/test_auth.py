@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import jwt
+import orjson
 import psycopg
 import pytest
 from psycopg import sql
@@ -90,13 +91,17 @@ async def test_without_jwt_secret_tokens_are_refused_but_anonymous_works(databas
             assert (await client.receive())["type"] == "error"
 
 
-async def test_tokens_never_reach_the_logs(database_url: str, capfd: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_tokens_never_reach_the_logs(
+    database_url: str, capfd: pytest.CaptureFixture[str], log_format: str
+) -> None:
     secret_token = token(sub="log-check")
     header_token = token(sub="log-check", via="header")
     refreshed_token = token(sub="log-check", via="access_token")
     refused_token = token(sub="someone-else", via="access_token")
     tokens = [secret_token, header_token, refreshed_token, refused_token]
-    with ServerThread(make_settings(database_url, log_level="info")) as server:
+    settings = make_settings(database_url, log_level="info", log_format=log_format)
+    with ServerThread(settings) as server:
         async with realtime_client(f"{server.ws_url}?token={secret_token}") as client:
             await client.send(type="unsubscribe", channel="table:public.nothing")
             await client.receive()
@@ -122,6 +127,12 @@ async def test_tokens_never_reach_the_logs(database_url: str, capfd: pytest.Capt
     output = capfd.readouterr()
     logged = output.out + output.err
     assert "/realtime?token=[redacted]" in logged  # uvicorn did log the connection, and it was scrubbed
+    if log_format == "json":
+        # Every line the service logged is one JSON object; uvicorn's connection lines among them.
+        lines = [orjson.loads(line) for line in output.err.splitlines() if line.startswith("{")]
+        assert any("/realtime?token=[redacted]" in line["message"] for line in lines)
+        assert {"time", "level", "logger", "message"} <= set(lines[0])
+        assert not [line for line in output.err.splitlines() if " level=INFO logger=uvicorn" in line]
     for leaked in tokens:
         assert leaked not in logged
         assert leaked.split(".")[2] not in logged

@@ -10,6 +10,7 @@ from psycopg import sql
 
 from tests.conftest import make_settings
 from tests.support.client import realtime_client
+from tests.support.metrics import scrape, value
 from tests.support.server import ServerThread
 
 TERMINATE_LISTENERS = """
@@ -66,6 +67,11 @@ async def test_changes_committed_while_the_listener_is_down_arrive_once_in_order
                 await db.execute(sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(t), (f"after {n}",))
             await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('sentinel')").format(t))
             messages = await client.until_broadcast(lambda m: m["payload"]["record"]["name"] == "sentinel")
+            samples = await scrape(http)
+    # One loss, one reconnect (the attempts refused meanwhile are not reconnects); nothing left behind.
+    assert value(samples, "fluxbase_realtime_listener_reconnects_total") == 1
+    assert value(samples, "fluxbase_realtime_listener_connected") == 1
+    assert value(samples, "fluxbase_realtime_feed_lag_changes") == 0
     names = [m["payload"]["record"]["name"] for m in messages]
     assert names == [f"while down {n}" for n in range(300)] + [f"after {n}" for n in range(200)] + [
         "sentinel"

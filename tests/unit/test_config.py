@@ -26,6 +26,7 @@ def test_defaults() -> None:
     assert s.realtime_heartbeat_interval == 30
     assert s.realtime_notify_channel == "fluxbase_changes"
     assert s.log_level == "info"
+    assert s.log_format == "text"
     assert s.jwt_secret is None
     assert s.jwt_algorithms == ["HS256"]
     assert s.jwt_require_exp is True
@@ -55,6 +56,11 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.jwt_require_exp is False
     assert s.database_url == "postgresql://u@db:5432/app"
     assert s.realtime_send_queue_size == 16
+
+
+def test_log_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_FORMAT", "JSON")
+    assert settings().log_format == "json"
 
 
 @pytest.mark.parametrize("value", ["DEBUG", "Warning", "error", "CRITICAL"])
@@ -97,6 +103,7 @@ def test_invalid_notify_channel(monkeypatch: pytest.MonkeyPatch, name: str) -> N
     ("key", "value"),
     [
         ("LOG_LEVEL", "verbose"),
+        ("LOG_FORMAT", "logfmt"),
         ("PORT", "70000"),
         ("PORT", "http"),
         ("REALTIME_HEARTBEAT_INTERVAL", "0"),

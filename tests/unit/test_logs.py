@@ -5,10 +5,20 @@ from __future__ import annotations
 import inspect
 import io
 import logging
+import sys
 
+import orjson
 import pytest
 
-from app.logs import UVICORN_INVALID_UTF8, QuietClientMistakes, RedactCredentials, logging_config, redact
+from app.logs import (
+    UVICORN_INVALID_UTF8,
+    JsonAccessFormatter,
+    JsonFormatter,
+    QuietClientMistakes,
+    RedactCredentials,
+    logging_config,
+    redact,
+)
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl"
 
@@ -124,4 +134,57 @@ def test_uvicorn_still_logs_invalid_utf8_with_the_text_the_filter_matches() -> N
 def test_logging_config_quiets_client_mistakes_on_the_default_handler() -> None:
     config = logging_config("INFO")
     assert config["filters"]["client_mistakes"]["()"] is QuietClientMistakes
+    assert "client_mistakes" in config["handlers"]["default"]["filters"]
+
+
+def _json_line(formatter: logging.Formatter, rec: logging.LogRecord) -> dict[str, object]:
+    RedactCredentials().filter(rec)
+    line = formatter.format(rec)
+    assert "\n" not in line  # one object per line, tracebacks included
+    parsed: dict[str, object] = orjson.loads(line)
+    return parsed
+
+
+def test_json_lines_carry_the_event_and_no_token() -> None:
+    rec = logging.LogRecord(
+        "app.main", logging.INFO, __file__, 1, "ws_connect token=%s user=%s", (TOKEN, "u"), None
+    )
+    line = _json_line(JsonFormatter(), rec)
+    assert line["level"] == "INFO"
+    assert line["logger"] == "app.main"
+    assert line["event"] == "ws_connect"
+    assert line["message"] == "ws_connect token=[redacted] user=u"
+    assert str(line["time"]).endswith("+00:00")
+    assert TOKEN not in orjson.dumps(line).decode()
+
+
+def test_json_tracebacks_are_one_field_and_scrubbed() -> None:
+    try:
+        raise ValueError(f"bad url /realtime?token={TOKEN}")
+    except ValueError:
+        rec = logging.LogRecord("app.x", logging.ERROR, __file__, 1, "request_failed", (), sys.exc_info())
+    line = _json_line(JsonFormatter(), rec)
+    assert "ValueError" in str(line["exception"])
+    assert "token=[redacted]" in str(line["exception"])
+    assert TOKEN not in orjson.dumps(line).decode()
+    # A message that does not start with an event name has none.
+    rec = logging.LogRecord(
+        "uvicorn.error", logging.INFO, __file__, 1, "Started server process [1]", (), None
+    )
+    assert "event" not in _json_line(JsonFormatter(), rec)
+
+
+def test_json_access_lines_have_the_request_as_fields_with_the_path_scrubbed() -> None:
+    args = ("127.0.0.1:50000", "GET", f"/realtime?token={TOKEN}&x=1", "1.1", 101)
+    line = _json_line(JsonAccessFormatter(), record('%s - "%s %s HTTP/%s" %d', args))
+    assert line["path"] == "/realtime?token=[redacted]&x=1"
+    assert (line["client"], line["method"], line["status"]) == ("127.0.0.1:50000", "GET", 101)
+    assert TOKEN not in orjson.dumps(line).decode()
+
+
+def test_logging_config_json_keeps_every_filter() -> None:
+    config = logging_config("INFO", "json")
+    assert config["formatters"]["default"]["()"] is JsonFormatter
+    assert config["formatters"]["access"]["()"] is JsonAccessFormatter
+    assert all("redact" in handler["filters"] for handler in config["handlers"].values())
     assert "client_mistakes" in config["handlers"]["default"]["filters"]

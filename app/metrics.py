@@ -1,0 +1,199 @@
+"""GET /metrics: the service's counters in Prometheus' text format.
+
+Nothing on the delivery path touches prometheus_client. The services keep plain ints (and
+app.services.histogram's lock-free histograms) as they work; `RealtimeCollector` reads them when Prometheus
+scrapes and turns them into metric families. Each application has a registry of its own (tests run several
+in one process), holding this collector and the process collector (CPU, memory, open files).
+
+The bus between instances (app.services.cluster) is read the same way: its transport's connection and
+the counters the cluster keeps. Another source (a capture mode's slot lag) is one more block in `collect`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from app.services.container import Services
+from app.services.histogram import Histogram
+
+PREFIX = "fluxbase_realtime_"
+CHANNEL_KINDS = ("table", "broadcast")
+# Types every scrape reports (at 0 until seen), so that rate() has a series from the start.
+RECEIVED_TYPES = ("subscribe", "unsubscribe", "access_token", "broadcast", "track", "untrack")
+SENT_TYPES = ("ack", "error", "heartbeat", "broadcast")
+REFUSAL_REASONS = ("origin", "token", "user_limit", "address_limit")
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, documentation, value=value)
+
+
+def _labelled(
+    family: CounterMetricFamily | GaugeMetricFamily, counts: Mapping[str, float], always: Iterable[str]
+) -> CounterMetricFamily | GaugeMetricFamily:
+    for key in sorted({*always, *counts}):
+        family.add_metric([key], counts.get(key, 0))
+    return family
+
+
+def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        PREFIX + name, documentation, buckets=histogram.cumulative(), sum_value=histogram.sum
+    )
+
+
+class RealtimeCollector(Collector):
+    """Reads the services' counters at scrape time (on the event loop, like everything that updates them)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def collect(self) -> Iterator[Metric]:
+        services = self._services
+        hub, feed, rls, replayer = services.hub, services.feed, services.rls, services.replayer
+        yield _gauge("connections", "Open WebSocket connections.", hub.connection_count)
+        yield _counter(
+            "connections_opened", "WebSocket connections accepted and served.", hub.connections_opened
+        )
+        refused = {
+            **services.traffic.refused,
+            "user_limit": services.limits.refused_per_user,
+            "address_limit": services.limits.refused_per_address,
+        }
+        yield _labelled(
+            CounterMetricFamily(
+                PREFIX + "connections_rejected",
+                "Connections refused at connect (an error, then close 1008), by reason.",
+                labels=["reason"],
+            ),
+            refused,
+            REFUSAL_REASONS,
+        )
+        by_kind = hub.subscriptions_by_kind()
+        yield _labelled(
+            GaugeMetricFamily(
+                PREFIX + "subscriptions",
+                "Live subscriptions (a connection on a channel), by channel kind.",
+                labels=["kind"],
+            ),
+            {kind: subscriptions for kind, (_, subscriptions) in by_kind.items()},
+            CHANNEL_KINDS,
+        )
+        yield _labelled(
+            GaugeMetricFamily(
+                PREFIX + "channels", "Channels with at least one live subscriber, by kind.", labels=["kind"]
+            ),
+            {kind: channels for kind, (channels, _) in by_kind.items()},
+            CHANNEL_KINDS,
+        )
+        yield _labelled(
+            CounterMetricFamily(
+                PREFIX + "messages_received",
+                "Client messages, by type; binary, too_large, invalid and rate_limited were not requests.",
+                labels=["type"],
+            ),
+            services.traffic.received,
+            RECEIVED_TYPES,
+        )
+        sent = dict(hub.sent)
+        sent["broadcast"] = sent.get("broadcast", 0) + hub.change_deliveries
+        yield _labelled(
+            CounterMetricFamily(
+                PREFIX + "messages_sent",
+                "Frames queued or written to clients, by type (broadcast: changes and messages, live and "
+                "replayed).",
+                labels=["type"],
+            ),
+            sent,
+            SENT_TYPES,
+        )
+        yield _counter(
+            "deliveries", "Live frames (changes, broadcasts, presence) handed to subscribers, one each.",
+            hub.deliveries,
+        )  # fmt: skip
+        yield _counter("delivered_bytes", "Bytes of those frames, uncompressed.", hub.delivered_bytes)
+        queued, fullest = hub.queued_frames()
+        yield _gauge("send_queue_frames", "Frames waiting in send queues, all connections.", queued)
+        yield _gauge("send_queue_max_frames", "Frames waiting in the fullest send queue.", fullest)
+        yield _gauge("send_queue_capacity_frames", "Capacity of one send queue.", hub.send_queue_size)
+        yield _counter(
+            "slow_consumer_closes", "Clients closed (1013) because their send queue stayed full.",
+            hub.slow_consumer_disconnects,
+        )  # fmt: skip
+        yield _histogram(
+            "read_to_send_seconds",
+            "Seconds from the feed reading a change from the log to handing it to subscribers' sockets or "
+            "queues (row-level security checks and waits for full queues included). Measured from the read, "
+            "not from COMMIT: the feed does not read the log's commit time; commit to read adds the NOTIFY "
+            "and one pass (see fluxbase_realtime_feed_pass_seconds).",
+            feed.read_to_publish_seconds,
+        )
+        yield _histogram(
+            "feed_pass_seconds",
+            "Seconds a feed wake-up's statement takes (a sequencer pass and the first read of the log).",
+            feed.pass_seconds,
+        )
+        yield _gauge(
+            "feed_lag_changes",
+            "Changes numbered in the log (as of the feed's latest pass) not yet delivered by this instance.",
+            max(0, feed.head_id - feed.last_id),
+        )
+        yield _gauge("feed_last_delivered_id", "Id of the newest change delivered.", feed.last_id)
+        yield _counter("sequencer_passes", "Sequencer passes run by this instance.", feed.passes)
+        yield _counter("feed_errors", "Feed wake-ups that failed (retried with backoff).", feed.failures)
+        yield _counter("rls_checks", "Row-level security checks issued to the database.", rls.checks_issued)
+        yield _counter("rls_changes_checked", "Changes those checks covered.", rls.changes_checked)
+        yield _counter("replays", "Subscribes with `since` (replays started).", replayer.replays)
+        yield _counter("replay_gaps", "replay_gap errors sent.", replayer.replay_gaps)
+        yield _counter("replayed_changes", "Changes sent by replays.", replayer.replayed_changes)
+        listener = services.listener
+        yield _gauge("listener_connected", "1 while the LISTEN connection is up.", int(listener.connected))
+        yield _counter(
+            "listener_reconnects", "Times the LISTEN connection was re-established after losing it.",
+            max(0, listener.connects - 1),
+        )  # fmt: skip
+        yield from self._bus()
+
+    def _bus(self) -> Iterator[Metric]:
+        cluster = self._services.cluster
+        labels = [cluster.transport]
+        up = GaugeMetricFamily(
+            PREFIX + "bus_up", "1 while the bus between instances is connected.", labels=["bus"]
+        )
+        up.add_metric(labels, int(cluster.healthy))
+        yield up
+        peers = GaugeMetricFamily(PREFIX + "bus_peers", "Other instances heard on the bus.", labels=["bus"])
+        peers.add_metric(labels, cluster.peers)
+        yield peers
+        for name, documentation, count in (
+            ("bus_messages_received", "Messages received from other instances.", cluster.received),
+            (
+                "bus_messages_dropped",
+                "Messages never handed to the bus (it was down or backed up).",
+                cluster.dropped,
+            ),
+        ):
+            family = CounterMetricFamily(PREFIX + name, documentation, labels=["bus"])
+            family.add_metric(labels, count)
+            yield family
+        yield _counter(
+            "broadcast_messages",
+            "Messages sent to broadcast channels by this instance's clients.",
+            self._services.broadcasts.sent,
+        )
+
+
+def metrics_registry(collector: RealtimeCollector) -> CollectorRegistry:
+    """A registry of the application's own: the service's metrics and the process's."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    return registry

@@ -1,0 +1,127 @@
+"""GET /metrics on a real server: Prometheus' text format, and counters that follow what really happened."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+import psycopg
+import pytest
+from psycopg import sql
+from websockets.exceptions import ConnectionClosed
+
+from app.wire import text_frame
+from tests.conftest import make_settings
+from tests.support.channels import join, room
+from tests.support.client import RECEIVE_TIMEOUT, RealtimeClient, realtime_client
+from tests.support.metrics import scrape, value
+from tests.support.server import ServerThread
+
+P = "fluxbase_realtime_"
+
+
+async def test_metrics_count_connections_messages_deliveries_and_refusals(
+    database_url: str, db: psycopg.AsyncConnection, table: str
+) -> None:
+    channel = f"table:public.{table}"
+    with ServerThread(make_settings(database_url, realtime_allowed_origins=["https://ok.example"])) as server:
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            before = await scrape(http)
+            async with realtime_client(server.ws_url) as first, realtime_client(server.ws_url) as second:
+                await first.subscribe(channel)
+                await second.subscribe(channel)
+                await second.send_raw("not json")
+                assert (await second.receive())["type"] == "error"
+                await first.send(type="unsubscribe", channel="table:public.never_subscribed")
+                assert (await first.receive())["type"] == "error"
+                during = await scrape(http)
+                await db.execute(
+                    sql.SQL("INSERT INTO {} (name) VALUES ('a'), ('b'), ('c')").format(sql.Identifier(table))
+                )
+                raw = [await _raw_broadcast(client) for client in (first, second) for _ in range(3)]
+                after = await scrape(http)
+            for headers in ({"Authorization": "Bearer not-a-token"}, {"Origin": "https://evil.example"}):
+                async with realtime_client(server.ws_url, additional_headers=headers) as refused:
+                    assert (await refused.receive())["type"] == "error"
+                    with pytest.raises(ConnectionClosed):
+                        await refused.receive()
+            closed = await scrape(http)
+            stats = (await http.get("/api/realtime/stats")).json()
+
+    def delta(name: str, later: dict = after, **labels: str) -> float:  # type: ignore[type-arg]
+        return value(later, P + name, **labels) - value(before, P + name, **labels)
+
+    assert value(during, P + "connections") == 2
+    assert value(during, P + "subscriptions", kind="table") == 2
+    assert value(during, P + "channels", kind="table") == 1
+    assert value(during, P + "subscriptions", kind="broadcast") == 0
+    assert delta("connections_opened_total") == 2
+    assert delta("messages_received_total", type="subscribe") == 2
+    assert delta("messages_received_total", type="unsubscribe") == 1
+    assert delta("messages_received_total", type="invalid") == 1
+    assert delta("messages_sent_total", type="ack") == 2
+    assert delta("messages_sent_total", type="error") == 2
+    # Three changes to two subscribers: six live deliveries, and their bytes as written (header included).
+    assert delta("deliveries_total") == 6
+    assert delta("messages_sent_total", type="broadcast") == 6
+    assert delta("delivered_bytes_total") == sum(len(text_frame(text)) for text in raw)
+    last_id = orjson.loads(raw[-1])["id"]
+    assert delta("read_to_send_seconds_count") == 3
+    assert delta("read_to_send_seconds_bucket", le="+Inf") == 3
+    assert delta("sequencer_passes_total") >= 1
+    assert delta("feed_pass_seconds_count") >= 1
+    assert value(after, P + "feed_lag_changes") == 0
+    assert value(after, P + "feed_last_delivered_id") == last_id == stats["last_change_id"]
+    assert value(after, P + "send_queue_capacity_frames") == 1024
+    assert delta("connections_rejected_total", later=closed, reason="token") == 1
+    assert delta("connections_rejected_total", later=closed, reason="origin") == 1
+    assert delta("connections_rejected_total", later=closed, reason="user_limit") == 0
+    assert value(closed, P + "connections") == 0
+    assert value(closed, "process_resident_memory_bytes") > 0
+    # Prometheus' conventions: one prefix, counters end in _total.
+    ours = {name for name, _ in closed if name.startswith(P)}
+    assert {P + "rls_checks_total", P + "replay_gaps_total", P + "slow_consumer_closes_total"} <= ours
+    assert all(name.startswith(P) or name.startswith("process_") for name, _ in closed)
+
+
+async def _raw_broadcast(client: RealtimeClient) -> str:
+    """The next broadcast's text exactly as the server sent it."""
+    while True:
+        async with asyncio.timeout(RECEIVE_TIMEOUT):
+            text = await client.connection.recv()
+        assert isinstance(text, str)
+        if orjson.loads(text)["type"] != "heartbeat":
+            assert orjson.loads(text)["type"] == "broadcast", text
+            return text
+
+
+async def test_metrics_count_broadcast_channels_and_the_bus(database_url: str) -> None:
+    channel = room()
+    with ServerThread(make_settings(database_url)) as server:
+        async with (
+            httpx.AsyncClient(base_url=server.http_url) as http,
+            realtime_client(server.ws_url) as sender,
+            realtime_client(server.ws_url) as other,
+        ):
+            before = await scrape(http)
+            await join(sender, channel)
+            await join(other, channel)
+            await sender.send(type="broadcast", channel=channel, event="e", payload={"n": 1})
+            assert (await other.receive())["event"] == "e"
+            after = await scrape(http)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, P + name, **labels) - value(before, P + name, **labels)
+
+    assert value(after, P + "subscriptions", kind="broadcast") == 2
+    assert value(after, P + "channels", kind="broadcast") == 1
+    assert value(after, P + "subscriptions", kind="table") == 0
+    assert delta("messages_received_total", type="broadcast") == 1
+    assert delta("broadcast_messages_total") == 1
+    assert delta("messages_sent_total", type="presence_state") == 2
+    # The message reached one subscriber (not its sender): one broadcast frame, one live delivery (the
+    # presence states are replies to the subscribes).
+    assert delta("messages_sent_total", type="broadcast") == 1
+    assert delta("deliveries_total") == 1
+    assert value(after, P + "bus_up", bus="postgres") == 1

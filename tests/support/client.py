@@ -10,11 +10,16 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.support.contract import check_server_frame
+
 # Generous: a bound against hanging, never a measurement of speed.
 RECEIVE_TIMEOUT = 15.0
 
 
 class RealtimeClient:
+    """A client over a real socket whose every received frame must be one of the protocol's server
+    messages (tests/support/contract.py)."""
+
     def __init__(self, connection: ClientConnection) -> None:
         self.connection = connection
         self.heartbeats = 0
@@ -30,6 +35,9 @@ class RealtimeClient:
             while True:
                 frame = await self.connection.recv()
                 message: dict[str, Any] = orjson.loads(frame)
+                # Every frame the suite reads is checked against docs/asyncapi.yaml, so the document
+                # cannot drift from the code: a frame that matches no server message fails the test.
+                check_server_frame(message)
                 if message.get("type") == "heartbeat" and skip_heartbeats:
                     self.heartbeats += 1
                     continue

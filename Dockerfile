@@ -5,6 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /srv/fluxbase-realtime
 
 COPY pyproject.toml README.md alembic.ini ./
+COPY docs/asyncapi.yaml ./docs/
 COPY app ./app
 COPY alembic ./alembic
 COPY sql ./sql

@@ -17,7 +17,7 @@ from app.channels.table import TableChannels
 from app.config import Settings
 from app.errors import install_error_handlers
 from app.metrics import RealtimeCollector, metrics_registry
-from app.routers import broadcast, health, metrics, realtime, stats
+from app.routers import asyncapi, broadcast, health, metrics, realtime, stats
 from app.services.audience import Audience
 from app.services.auth import TokenVerifier
 from app.services.bus import BusTransport
@@ -199,4 +199,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(broadcast.router)
     app.include_router(metrics.router)
     app.include_router(health.router)
+    app.include_router(asyncapi.router)
     return app

@@ -13,11 +13,11 @@ export interface PresenceChange {
 export class Presence {
   private state = new Map<string, PresenceEntry[]>();
 
-  /** The current presences (a copy). */
+  /** The current presences (a deep copy: the application may keep or change it). */
   snapshot(): PresenceState {
     const out: PresenceState = {};
-    for (const [key, entries] of this.state) out[key] = entries.map((e) => ({ ...e }));
-    return out;
+    for (const [key, entries] of this.state) out[key] = entries;
+    return JSON.parse(JSON.stringify(out)) as PresenceState;
   }
 
   clear(): void {

@@ -1,0 +1,10 @@
+export { useRealtime } from "./useRealtime.js";
+export type { UseRealtimeOptions, UseRealtimeResult } from "./useRealtime.js";
+export { useBroadcast } from "./useBroadcast.js";
+export type { UseBroadcastOptions, UseBroadcastResult } from "./useBroadcast.js";
+export { usePresence } from "./usePresence.js";
+export type { UsePresenceOptions } from "./usePresence.js";
+export { RealtimeProvider, acquireClient } from "./context.js";
+export type { RealtimeConfig, ClientLease } from "./context.js";
+export { Rows, keyFunction } from "./rows.js";
+export type { KeyOf, RowKey } from "./rows.js";

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint migrate bench bench-quick clean
+.PHONY: run test lint migrate bench bench-quick clean clients-test clients-typescript-test clients-react-test chromium node
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,10 @@ migrate: $(VENV)/.installed
 ## Lint, type-check and run the whole suite against a real PostgreSQL (see README: TEST_DATABASE_URL).
 test: $(VENV)/.installed-dev lint
 	$(BIN)/pytest
+	$(MAKE) clients-test
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check app tests bench alembic
+	$(BIN)/ruff check app tests bench alembic clients/typescript/test/support
 	$(BIN)/mypy app
 
 bench: $(VENV)/.installed-dev
@@ -40,5 +41,45 @@ bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.quick
 
+## The client packages (clients/typescript, clients/react): npm ci, build, and their tests against the real
+## server (Node's test runner) and, for the React hooks, headless Chromium (Debian's package).
+CHROMIUM ?= /usr/bin/chromium
+TS_CLIENT := clients/typescript
+REACT_CLIENT := clients/react
+
+clients-test: clients-typescript-test clients-react-test
+
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+		echo "make: the client tests need Node.js >= 20 and npm on PATH" >&2; exit 1; }
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || { \
+		echo "make: the client tests need Node.js >= 20 (found $$(node --version))" >&2; exit 1; }
+
+$(TS_CLIENT)/node_modules/.package-lock.json: $(TS_CLIENT)/package-lock.json | node
+	cd $(TS_CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+
+$(REACT_CLIENT)/node_modules/.package-lock.json: $(REACT_CLIENT)/package-lock.json | node
+	cd $(REACT_CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+
+clients-typescript-test: $(VENV)/.installed-dev $(TS_CLIENT)/node_modules/.package-lock.json
+	cd $(TS_CLIENT) && npm test
+
+# Chromium from Debian's package (no browser download): installed when missing if we are root (as in CI).
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "make: $(CHROMIUM) is missing and this is not root: run 'sudo apt-get install chromium'" \
+			     "(or set CHROMIUM=/path/to/chromium) to run the React hooks' browser test" >&2; exit 1; \
+		fi; \
+	fi
+
+clients-react-test: $(VENV)/.installed-dev $(TS_CLIENT)/node_modules/.package-lock.json \
+		$(REACT_CLIENT)/node_modules/.package-lock.json chromium
+	cd $(TS_CLIENT) && npm run build
+	cd $(REACT_CLIENT) && CHROMIUM=$(CHROMIUM) npm test
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(TS_CLIENT)/node_modules $(TS_CLIENT)/dist $(REACT_CLIENT)/node_modules $(REACT_CLIENT)/dist

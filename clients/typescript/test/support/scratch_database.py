@@ -1,8 +1,8 @@
 """A migrated scratch database for the JavaScript tests, on the same PostgreSQL the Python tests use.
 
-Prints one JSON line, {"database_url": ..., "params": {host, port, dbname, ...}}, then holds the database until its standard input closes
-(the test process exits, however it exits), and drops it. PostgreSQL is TEST_DATABASE_URL's server, or an
-embedded one (as tests/conftest.py resolves it, without Docker).
+Prints one JSON line, {"database_url": ..., "params": {host, port, dbname, ...}}, then holds the database
+until its standard input closes (the test process exits, however it exits), and drops it. PostgreSQL is
+TEST_DATABASE_URL's server, or an embedded one (as tests/conftest.py resolves it, without Docker).
 
 Run from the repository root: `.venv/bin/python clients/typescript/test/support/scratch_database.py`.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from app import migrations  # noqa: E402
-from tests.support.databases import scratch_database  # noqa: E402
+from app import migrations
+from tests.support.databases import scratch_database
 
 
 @contextlib.contextmanager

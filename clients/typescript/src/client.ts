@@ -12,6 +12,7 @@ import {
   CONNECTION_CLOSED,
   Subscription,
   subscriptionKey,
+  type Answer,
   type SubscribeOptions,
   type Transport,
 } from "./subscription.js";
@@ -61,7 +62,7 @@ export interface StatusDetail {
   retryInMs?: number;
 }
 type ClientEvent = "status" | "error";
-type Pending = { resolve: (frame: ServerFrame) => void; reject: (error: unknown) => void };
+type Pending = { resolve: (frame: ServerFrame) => void; reject: (error: unknown) => void; answer?: Answer };
 
 const OPEN = 1;
 
@@ -206,8 +207,12 @@ export class RealtimeClient implements Transport {
     this.socket = null;
     this.stopTimers();
     const error = new RealtimeError(`the connection closed (${code}${reason ? ` ${reason}` : ""})`, CONNECTION_CLOSED);
-    for (const pending of this.pending.values()) pending.reject(error);
+    const failed = [...this.pending.values()];
     this.pending.clear();
+    for (const pending of failed) {
+      pending.answer?.error(error);
+      pending.reject(error);
+    }
     for (const subscription of this.subscriptions.values()) subscription.closed();
     if (!this.wanted) return;
     // After an expiry the token source is asked for a new token at once; otherwise back off.
@@ -304,8 +309,14 @@ export class RealtimeClient implements Transport {
       const pending = this.pending.get(ref);
       if (pending) {
         this.pending.delete(ref);
-        if (frame.type === "ack") pending.resolve(frame);
-        else pending.reject(RealtimeError.from(frame));
+        if (frame.type === "ack") {
+          pending.answer?.ack(frame);
+          pending.resolve(frame);
+        } else {
+          const error = RealtimeError.from(frame);
+          pending.answer?.error(error);
+          pending.reject(error);
+        }
         return;
       }
     }
@@ -328,14 +339,16 @@ export class RealtimeClient implements Transport {
     return this.status === "open" && this.outbox !== null;
   }
 
-  request(message: Record<string, unknown>): Promise<ServerFrame> {
+  request(message: Record<string, unknown>, answer?: Answer): Promise<ServerFrame> {
     const outbox = this.outbox;
     if (!outbox || this.status !== "open") {
-      return Promise.reject(new RealtimeError("not connected", CONNECTION_CLOSED));
+      const error = new RealtimeError("not connected", CONNECTION_CLOSED);
+      answer?.error(error);
+      return Promise.reject(error);
     }
     const ref = `${++this.refs}`;
     return new Promise((resolve, reject) => {
-      this.pending.set(ref, { resolve, reject });
+      this.pending.set(ref, { resolve, reject, answer });
       outbox.send(JSON.stringify({ ...message, ref }));
     });
   }

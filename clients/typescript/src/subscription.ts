@@ -34,8 +34,8 @@ export interface SubscribeOptions {
 export interface Transport {
   isOpen(): boolean;
   /** Send with a fresh `ref`; resolves on the `ack`, rejects on the `error` (or the socket's close:
-   * code `connection_closed`). */
-  request(message: Record<string, unknown>): Promise<ServerFrame>;
+   * code `connection_closed`). `answer`, when given, is called synchronously as the reply is read. */
+  request(message: Record<string, unknown>, answer?: Answer): Promise<ServerFrame>;
   retryDelay(attempt: number): number;
   report(error: unknown): void;
 }
@@ -48,6 +48,7 @@ export interface SubscriptionView {
   _status(status: ChannelStatus, detail?: unknown): void;
 }
 
+export type Answer = { ack(frame: ServerFrame): void; error(error: unknown): void };
 type Waiter = { resolve: () => void; reject: (error: unknown) => void };
 
 export const CONNECTION_CLOSED = "connection_closed";
@@ -114,8 +115,10 @@ export class Subscription {
       if (this.options[key] !== undefined) message[key] = this.options[key];
     }
     if (since !== null) message.since = since;
-    this.transport.request(message).then(
-      () => {
+    // Answered synchronously, as the frame is read: the frames that follow the ack (a replay, sent with
+    // it) may be read in the same tick, before any promise callback would run.
+    this.transport.request(message, {
+      ack: () => {
         if (this.state !== "subscribing") return;
         this.state = "subscribed";
         this.everAcked = true;
@@ -128,7 +131,7 @@ export class Subscription {
         else this.emit(this.isTable ? "reset" : "resumed", { reason: "position_unknown" });
         if (this.tracked) this.sendTrack();
       },
-      (error: unknown) => {
+      error: (error: unknown) => {
         if (this.state !== "subscribing") return;
         this.state = "idle";
         if (error instanceof RealtimeError && error.code === CONNECTION_CLOSED) return; // resent on open
@@ -140,7 +143,7 @@ export class Subscription {
         }
         this.scheduleRetry();
       },
-    );
+    }).catch(() => undefined);
   }
 
   /** The last view left: stop, and tell the server when it is listening. */

@@ -158,3 +158,25 @@ test("a refused broadcast rejects send() with the server's error", async (t) => 
   await room.subscribe();
   await assert.rejects(room.send("big", {}), (error) => error.code === "payload_too_large");
 });
+
+test("frames read in the same tick as the ack (a replay sent with it) are delivered", async (t) => {
+  const peer = await scriptedServer();
+  t.after(() => peer.close());
+  peer.server.removeAllListeners("connection");
+  peer.server.on("connection", (socket) =>
+    socket.on("message", (data) => {
+      const message = JSON.parse(String(data));
+      // One synchronous burst: the client (in this process) reads it all in one go.
+      socket.send(JSON.stringify({ type: "ack", channel: message.channel, ref: message.ref }));
+      for (const id of [5, 6, 7]) {
+        socket.send(JSON.stringify({ type: "broadcast", channel: message.channel, id, payload: { type: "INSERT" } }));
+      }
+    }),
+  );
+  const realtime = new RealtimeClient(peer.url, { WebSocket });
+  t.after(() => realtime.disconnect());
+  const got = [];
+  await realtime.channel("table:public.t", { since: "4" }).on("*", (c) => got.push(c.id)).subscribe();
+  await waitFor(() => got.length === 3);
+  assert.deepEqual(got, ["5", "6", "7"]);
+});

@@ -166,6 +166,23 @@ test("useRealtime with load(): under continuous writes and a server restart the 
   await page.close();
 });
 
+test("a reset (the changes missed while away were pruned) loads again: the list equals the SELECT", async () => {
+  const { page, errors } = await openPage("list");
+  await page.waitForSelector('#status[data-connected="true"][data-loading="false"]', { state: "attached" });
+  await db.query(`INSERT INTO "${table}" (name, n) VALUES ('live', -1)`);
+  await waitFor(async () => (await rendered(page)).some((row) => row.n === -1), "a live change (a position to resume from)");
+  await server.kill();
+  await db.query(`UPDATE "${table}" SET name = 'while away'`);
+  await db.query(`INSERT INTO "${table}" (name, n) VALUES ('while away', -2)`);
+  await db.query("SELECT fluxbase_realtime.prune_change_log(make_interval(secs => 0), 1, 100000)");
+  await server.start();
+  const expected = await selected();
+  await waitFor(async () => JSON.stringify(byId(await rendered(page))) === JSON.stringify(expected), "the reload");
+  assert.ok(expected.every((row) => row.name === "while away"));
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test("the original documentation's React example works with the hook", async () => {
   const { page, errors } = await openPage("docs");
   await page.getByText("Status: Connected").waitFor();
@@ -180,4 +197,24 @@ test("the original documentation's React example works with the hook", async () 
   assert.deepEqual(names, ["Status: Connected", "Widget 2"]);
   assert.deepEqual(errors, []);
   await page.close();
+});
+
+test("useBroadcast and usePresence: two pages see each other, send, and one leaves when its page closes", async () => {
+  const first = await openPage("room");
+  const second = await openPage("room");
+  const presenceKeys = (page) =>
+    page.$eval("#room", (el) => Object.keys(JSON.parse(el.dataset.presence)).length);
+  await waitFor(async () => (await presenceKeys(first.page)) === 2 && (await presenceKeys(second.page)) === 2, "both present");
+  await first.page.waitForSelector('#room[data-connected="true"]', { state: "attached" });
+  await second.page.waitForSelector('#room[data-connected="true"]', { state: "attached" });
+  await first.page.click("#send");
+  await waitFor(async () => (await second.page.evaluate(() => window.__received.length)) === 1, "the broadcast");
+  assert.deepEqual(await second.page.evaluate(() => window.__received), [{ from: "page" }]);
+  assert.deepEqual(await first.page.evaluate(() => window.__received), [], "not its own (no self)");
+  const states = await first.page.$eval("#room", (el) => Object.values(JSON.parse(el.dataset.presence)));
+  assert.deepEqual(states.map((entries) => entries.map((e) => e.state)), [[{ name: "page" }], [{ name: "page" }]]);
+  await second.page.close();
+  await waitFor(async () => (await presenceKeys(first.page)) === 1, "the closed page left");
+  assert.deepEqual(first.errors, []);
+  await first.page.close();
 });

@@ -57,7 +57,7 @@ function LiveList() {
 }
 
 function Room({ name }: { name: string }) {
-  const presences = usePresence(`broadcast:${window.__CONFIG.table}`, { name });
+  const presences = usePresence(`broadcast:${window.__CONFIG.table}`, { name }); // an inline object
   const { send, connected } = useBroadcast(`broadcast:${window.__CONFIG.table}`, "ping", (m) =>
     window.__received.push(m.payload),
   );

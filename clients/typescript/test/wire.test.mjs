@@ -180,3 +180,30 @@ test("frames read in the same tick as the ack (a replay sent with it) are delive
   await waitFor(() => got.length === 3);
   assert.deepEqual(got, ["5", "6", "7"]);
 });
+
+test("off() removes a handler; disconnect() closes for good", async (t) => {
+  const peer = await scriptedServer();
+  t.after(() => peer.close());
+  const realtime = new RealtimeClient(peer.url, { WebSocket, backoff: { baseMs: 1, capMs: 2 } });
+  const statuses = [];
+  const stopListening = realtime.on("status", (s) => statuses.push(s));
+  const kept = [];
+  const removed = [];
+  const drop = (c) => removed.push(c.id);
+  const channel = realtime.channel("table:public.t").on("*", drop).on("*", (c) => kept.push(c.id));
+  await channel.subscribe();
+  channel.off("*", drop);
+  peer.send({ type: "broadcast", channel: "table:public.t", id: 1, payload: { type: "INSERT" } });
+  await waitFor(() => kept.length === 1);
+  assert.deepEqual(removed, []);
+
+  realtime.disconnect();
+  assert.equal(realtime.status, "idle");
+  stopListening();
+  // The sentinel: another client's connection; a first client still reconnecting would come before it.
+  const other = new RealtimeClient(peer.url, { WebSocket });
+  t.after(() => other.disconnect());
+  await other.channel("table:public.t").subscribe();
+  assert.equal(peer.sockets.length, 2, "the disconnected client did not come back");
+  assert.deepEqual(statuses, ["connecting", "open", "idle"]);
+});

@@ -2,12 +2,12 @@
  * for as long as it is wanted, resumes each subscription from the last change delivered, keeps its token
  * fresh and notices a silent connection by the missing heartbeats. */
 
-import { backoffDelay, type BackoffOptions } from "./backoff.js";
+import { backoffDelay } from "./backoff.js";
 import { Channel } from "./channel.js";
-
-import { refreshDelay, tokenExpiresAt } from "./jwt.js";
 import { RealtimeError, type ServerFrame } from "./messages.js";
 import { Outbox } from "./outbox.js";
+import { TokenRefresh } from "./refresh.js";
+import { Requests } from "./requests.js";
 import {
   CONNECTION_CLOSED,
   Subscription,
@@ -16,53 +16,15 @@ import {
   type SubscribeOptions,
   type Transport,
 } from "./subscription.js";
+import type {
+  ClientStatus,
+  RealtimeClientOptions,
+  StatusDetail,
+  WebSocketConstructor,
+  WebSocketLike,
+} from "./options.js";
 
-/** The part of the WebSocket API the client uses: the browser's, Node 22's, or the `ws` package's. */
-export interface WebSocketLike {
-  readonly readyState: number;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
-}
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
-
-export type TokenSource = () => string | null | undefined | Promise<string | null | undefined>;
-
-export interface RealtimeClientOptions {
-  /** A JWT for every connection (or null: anonymous). */
-  token?: string | null;
-  /** Called for every connection and refresh: a token (fresh when the last one nears expiry), or null. */
-  getToken?: TokenSource;
-  /** A WebSocket implementation; default the global one (Node 20 has none: pass `ws`'s). */
-  WebSocket?: WebSocketConstructor;
-  /** The server's REALTIME_HEARTBEAT_INTERVAL in ms (default 30,000). */
-  heartbeatIntervalMs?: number;
-  /** Reconnect when no frame came for this many heartbeat intervals (default 2.5). */
-  heartbeatTolerance?: number;
-  /** Reconnect delays (full jitter): default base 500 ms, cap 20 s. */
-  backoff?: BackoffOptions;
-  /** Refresh the token this long before its `exp` (default 30 s; at most half its remaining life). */
-  tokenRefreshMarginMs?: number;
-  /** Client messages per second, under the server's REALTIME_MAX_MESSAGES_PER_SECOND (default 40). */
-  messagesPerSecond?: number;
-  /** Where the browser's `online` event comes from (default globalThis when it has addEventListener). */
-  onlineEvents?: { addEventListener(type: "online", fn: () => void): void; removeEventListener(type: "online", fn: () => void): void } | null;
-  /** [0, 1): the backoff's jitter (tests). */
-  random?: () => number;
-}
-
-export type ClientStatus = "idle" | "connecting" | "open" | "closed";
-export interface StatusDetail {
-  code?: number;
-  reason?: string;
-  /** The reconnect delay chosen after a close, in ms. */
-  retryInMs?: number;
-}
 type ClientEvent = "status" | "error";
-type Pending = { resolve: (frame: ServerFrame) => void; reject: (error: unknown) => void; answer?: Answer };
 
 const OPEN = 1;
 
@@ -70,16 +32,15 @@ export class RealtimeClient implements Transport {
   private readonly options: RealtimeClientOptions;
   private readonly WebSocketImpl: WebSocketConstructor;
   private readonly subscriptions = new Map<string, Subscription>();
-  private readonly pending = new Map<string, Pending>();
+  private readonly requests = new Requests();
   private readonly listeners = { status: new Set<Function>(), error: new Set<Function>() };
   private socket: WebSocketLike | null = null;
   private generation = 0;
   private wanted = false;
   private attempt = 0;
-  private refs = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private watchdog: ReturnType<typeof setInterval> | null = null;
-  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  private refresh: TokenRefresh | null = null;
   private lastFrameAt = 0;
   private tokenExpired = false;
   private currentToken: string | null = null;
@@ -195,7 +156,17 @@ export class RealtimeClient implements Transport {
     this.outbox = new Outbox(this.options.messagesPerSecond ?? 40, (frame) => {
       if (generation === this.generation && socket.readyState === OPEN) socket.send(frame);
     });
-    this.scheduleRefresh(this.currentToken);
+    if (this.currentToken && this.options.getToken) {
+      this.refresh = new TokenRefresh(
+        {
+          fetch: () => this.token(),
+          send: (token) => this.request({ type: "access_token", token }),
+          marginMs: this.options.tokenRefreshMarginMs ?? 30_000,
+          report: (error) => this.report(error),
+        },
+        this.currentToken,
+      );
+    }
     this.setStatus("open", {});
     for (const subscription of this.subscriptions.values()) subscription.opened();
   }
@@ -207,12 +178,7 @@ export class RealtimeClient implements Transport {
     this.socket = null;
     this.stopTimers();
     const error = new RealtimeError(`the connection closed (${code}${reason ? ` ${reason}` : ""})`, CONNECTION_CLOSED);
-    const failed = [...this.pending.values()];
-    this.pending.clear();
-    for (const pending of failed) {
-      pending.answer?.error(error);
-      pending.reject(error);
-    }
+    this.requests.failAll(error);
     for (const subscription of this.subscriptions.values()) subscription.closed();
     if (!this.wanted) return;
     // After an expiry the token source is asked for a new token at once; otherwise back off.
@@ -242,8 +208,9 @@ export class RealtimeClient implements Transport {
 
   private stopTimers(): void {
     if (this.watchdog !== null) clearInterval(this.watchdog);
-    if (this.refreshTimer !== null) clearTimeout(this.refreshTimer);
-    this.watchdog = this.refreshTimer = null;
+    this.refresh?.stop();
+    this.refresh = null;
+    this.watchdog = null;
     this.outbox?.clear();
     this.outbox = null;
   }
@@ -254,42 +221,6 @@ export class RealtimeClient implements Transport {
     this.watchdog = setInterval(() => {
       if (Date.now() - this.lastFrameAt > limit) this.drop(4000, "no heartbeat");
     }, Math.max(10, interval / 4));
-  }
-
-  private scheduleRefresh(token: string | null): void {
-    if (!token || !this.options.getToken) return;
-    const expiresAt = tokenExpiresAt(token);
-    if (expiresAt === null) return;
-    const delay = refreshDelay(expiresAt, Date.now(), this.options.tokenRefreshMarginMs ?? 30_000);
-    const generation = this.generation;
-    this.refreshTimer = setTimeout(() => void this.refresh(generation, expiresAt), delay);
-  }
-
-  /** Replace the connection's token in band before it expires; on refusal try again until it does. */
-  private async refresh(generation: number, expiresAt: number): Promise<void> {
-    this.refreshTimer = null;
-    let token: string | null = null;
-    try {
-      token = await this.token();
-    } catch (error) {
-      this.report(error);
-    }
-    if (generation !== this.generation) return;
-    if (token && token !== this.currentToken) {
-      try {
-        await this.request({ type: "access_token", token });
-        if (generation !== this.generation) return;
-        this.currentToken = token;
-        this.scheduleRefresh(token);
-        return;
-      } catch (error) {
-        if (generation !== this.generation) return;
-        this.report(error);
-      }
-    }
-    // No new token, or refused: ask again in a while (the expiry close ends it otherwise).
-    const left = expiresAt - Date.now();
-    if (left > 0) this.refreshTimer = setTimeout(() => void this.refresh(generation, expiresAt), Math.max(50, left / 4));
   }
 
   // Frames
@@ -303,23 +234,8 @@ export class RealtimeClient implements Transport {
       return this.report(new Error("the server sent a frame that is not JSON"));
     }
     if (!frame || typeof frame !== "object") return;
-    const ref = frame.ref === undefined ? undefined : String(frame.ref);
     if (frame.type === "ack" || frame.type === "heartbeat") this.attempt = 0; // the server answers: stable
-    if (ref !== undefined && (frame.type === "ack" || frame.type === "error")) {
-      const pending = this.pending.get(ref);
-      if (pending) {
-        this.pending.delete(ref);
-        if (frame.type === "ack") {
-          pending.answer?.ack(frame);
-          pending.resolve(frame);
-        } else {
-          const error = RealtimeError.from(frame);
-          pending.answer?.error(error);
-          pending.reject(error);
-        }
-        return;
-      }
-    }
+    if (this.requests.settle(frame)) return;
     if (frame.type === "heartbeat" || frame.type === "ack") return;
     if (typeof frame.channel === "string") {
       const subscription = this.subscriptions.get(subscriptionKey(frame.channel, frame.subscription));
@@ -346,11 +262,7 @@ export class RealtimeClient implements Transport {
       answer?.error(error);
       return Promise.reject(error);
     }
-    const ref = `${++this.refs}`;
-    return new Promise((resolve, reject) => {
-      this.pending.set(ref, { resolve, reject, answer });
-      outbox.send(JSON.stringify({ ...message, ref }));
-    });
+    return this.requests.send((frame) => outbox.send(frame), message, answer);
   }
 
   retryDelay(attempt: number): number {

@@ -1,12 +1,13 @@
 export { RealtimeClient } from "./client.js";
 export type {
   ClientStatus,
+  OnlineEvents,
   RealtimeClientOptions,
   StatusDetail,
   TokenSource,
   WebSocketConstructor,
   WebSocketLike,
-} from "./client.js";
+} from "./options.js";
 export { Channel } from "./channel.js";
 export type {
   BroadcastHandler,

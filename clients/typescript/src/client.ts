@@ -239,8 +239,13 @@ export class RealtimeClient implements Transport {
     if (frame.type === "heartbeat" || frame.type === "ack") return;
     if (typeof frame.channel === "string") {
       const subscription = this.subscriptions.get(subscriptionKey(frame.channel, frame.subscription));
-      if (subscription) subscription.handle(frame, text);
-      else if (frame.type === "error") this.report(RealtimeError.from(frame));
+      if (subscription) return subscription.handle(frame, text);
+      if (frame.type !== "error") return;
+      // An error naming the channel but no subscription id: it concerns them all (a replay_gap resets
+      // each, which at worst reloads one view too many).
+      const all = [...this.subscriptions.values()].filter((s) => s.channel === frame.channel);
+      if (frame.subscription === undefined && all.length) for (const s of all) s.handle(frame, text);
+      else this.report(RealtimeError.from(frame));
       return;
     }
     if (frame.type === "error") {

@@ -207,3 +207,20 @@ test("off() removes a handler; disconnect() closes for good", async (t) => {
   assert.equal(peer.sockets.length, 2, "the disconnected client did not come back");
   assert.deepEqual(statuses, ["connecting", "open", "idle"]);
 });
+
+test("an error naming a channel but no subscription id reaches every subscription of that channel", async (t) => {
+  const peer = await scriptedServer();
+  t.after(() => peer.close());
+  const realtime = new RealtimeClient(peer.url, { WebSocket });
+  t.after(() => realtime.disconnect());
+  const resets = [];
+  for (const id of ["a", "b"]) {
+    await realtime
+      .channel("table:public.t", { subscription: id, filter: `x=eq.${id}` })
+      .on("status", (s) => s === "reset" && resets.push(id))
+      .subscribe();
+  }
+  peer.send({ type: "error", channel: "table:public.t", code: "replay_gap", error: "gone" });
+  await waitFor(() => resets.length === 2);
+  assert.deepEqual(resets.sort(), ["a", "b"]);
+});

@@ -218,3 +218,18 @@ test("useBroadcast and usePresence: two pages see each other, send, and one leav
   assert.deepEqual(first.errors, []);
   await first.page.close();
 });
+
+test("unmounting usePresence untracks it, while the page's connection stays open", async () => {
+  const first = await openPage("room");
+  const second = await openPage("room");
+  const presenceKeys = (page) =>
+    page.$eval("#room", (el) => Object.keys(JSON.parse(el.dataset.presence)).length);
+  await waitFor(async () => (await presenceKeys(first.page)) === 2 && (await presenceKeys(second.page)) === 2, "both present");
+  await second.page.click("#unmount");
+  await waitFor(async () => (await presenceKeys(first.page)) === 1, "the unmounted Room left");
+  assert.equal(await second.page.$("#room"), null);
+  assert.deepEqual(await second.page.evaluate(() => window.__counts.opens), 1, "left by untracking, not by closing");
+  assert.deepEqual([...first.errors, ...second.errors], []);
+  await first.page.close();
+  await second.page.close();
+});

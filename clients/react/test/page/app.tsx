@@ -68,12 +68,24 @@ function Room({ name }: { name: string }) {
   );
 }
 
+/** A Room that can be unmounted, next to a hook that keeps the page's client (and socket) in use. */
+function Rooms() {
+  const [mounted, setMounted] = useState(true);
+  useBroadcast(`broadcast:${window.__CONFIG.table}-keeper`, "none");
+  return (
+    <div>
+      <button id="unmount" onClick={() => setMounted(false)} />
+      {mounted ? <Room name="page" /> : null}
+    </div>
+  );
+}
+
 const mode = new URLSearchParams(location.search).get("mode");
 const options = { WebSocket: CountingWebSocket, backoff: { baseMs: 50, capMs: 500 } };
 createRoot(document.getElementById("root") as HTMLElement).render(
   <StrictMode>
     <RealtimeProvider url={window.__CONFIG.url} options={options}>
-      {mode === "docs" ? <ProductList /> : mode === "room" ? <Room name="page" /> : <LiveList />}
+      {mode === "docs" ? <ProductList /> : mode === "room" ? <Rooms /> : <LiveList />}
     </RealtimeProvider>
   </StrictMode>,
 );

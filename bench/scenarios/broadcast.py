@@ -41,12 +41,12 @@ class Params:
     resolution: float = 1.25
     max_steps: int = 6
     processes: int = 4
-    drain_timeout: float = 15.0
+    drain_timeout: float = 10.0
 
 
 SIZES: dict[Size, Params] = {
     "quick": Params(subscribers=200, step_duration=1.0, start_deliveries=10_000, max_steps=1),
-    "full": Params(subscribers=1000, step_duration=2.0, start_deliveries=150_000, max_steps=6),
+    "full": Params(subscribers=1000, step_duration=2.0, start_deliveries=60_000, max_steps=6),
 }
 
 

@@ -8,6 +8,7 @@ commits. The worker side (`run`) keeps its connections on one uvloop event loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -17,12 +18,34 @@ from typing import Any
 import uvloop
 
 from bench import deliveries, workers, wsclient
+from bench.channel_clients import BroadcastReceiver, PresenceMember
 from bench.deliveries import Sample, WriterReport
 
 # Opening hundreds of connections at once only measures the accept backlog; a few at a time is enough.
 CONNECT_CONCURRENCY = 16
 OPEN_TIMEOUT = 30.0
 POLL = 0.01
+
+
+# What a connection does with what it receives: table changes, clients' broadcasts, or presence.
+KINDS: dict[str, type[wsclient.Subscription]] = {
+    "table": wsclient.Subscription,
+    "broadcast": BroadcastReceiver,
+    "presence": PresenceMember,
+}
+
+
+@dataclass(frozen=True)
+class PresenceSeen:
+    """What one process's presence members on a channel saw since their tracks: when each reached the
+    expected count (None: never), and what presence diffs cost them."""
+
+    full_at: list[float | None]
+    members: list[int]
+    diff_bytes: int
+    diff_frames: int
+    errors: list[str]
+    closed: int
 
 
 @dataclass(frozen=True)
@@ -41,7 +64,12 @@ class _Connections:
         self.subscriptions: dict[tuple[str, str], list[wsclient.Subscription]] = {}
 
     async def connect(
-        self, url: str, channel: str, total: int, tokens: Sequence[tuple[int, str]] | None = None
+        self,
+        url: str,
+        channel: str,
+        total: int,
+        tokens: Sequence[tuple[int, str]] | None = None,
+        kind: str = "table",
     ) -> Connected:
         """Open connections subscribed to `channel` until `total` are open (reopening any the server
         closed); each counts once the server acked its subscribe. With `tokens` ((tag, token) for each
@@ -65,7 +93,7 @@ class _Connections:
 
         async def open_one(tag: int, token: str | None) -> wsclient.Subscription:
             async with limit, asyncio.timeout(OPEN_TIMEOUT):
-                return await wsclient.subscribe(url, channel, token, tag)
+                return await wsclient.subscribe(url, channel, token, tag, KINDS[kind])
 
         opened = await asyncio.gather(*(open_one(tag, token) for tag, token in wanted))
         self.subscriptions[(url, channel)] = current + list(opened)
@@ -80,9 +108,10 @@ class _Connections:
     async def cpu(self) -> float:
         return time.process_time()
 
-    async def collect(self, report: WriterReport, drain_timeout: float) -> tuple[Sample, float]:
+    async def collect(self, report: WriterReport, drain_timeout: float) -> tuple[dict[str, Sample], float]:
         """Wait until every open connection received the last committed row (or the timeout), judge
-        what arrived since the last reset, and reset. Returns the sample and CPU seconds so far."""
+        what arrived since the last reset, and reset. Returns the samples of the connections to each
+        server (by url) and CPU seconds so far."""
         last_id = report.ids[-1] if report.ids else 0
         # With owners, a connection's last change is its owner's last one.
         last_ids = dict(zip(report.owners, report.ids, strict=True)) if report.owners else {}
@@ -96,13 +125,58 @@ class _Connections:
         ):
             await asyncio.sleep(POLL)
         cpu = time.process_time()
-        if report.owners:
-            sample = deliveries.judge_owned(subscriptions, report.ids, report.committed_at, report.owners)
-        else:
-            sample = deliveries.judge(subscriptions, report.ids, report.committed_at)
+        samples: dict[str, Sample] = {}
+        for url in {url for url, _ in self.subscriptions}:
+            group = [s for (u, _), g in self.subscriptions.items() if u == url for s in g]
+            if report.owners:
+                samples[url] = deliveries.judge_owned(group, report.ids, report.committed_at, report.owners)
+            else:
+                samples[url] = deliveries.judge(group, report.ids, report.committed_at)
         for subscription in subscriptions:
             subscription.reset()
-        return sample, cpu
+        return samples, cpu
+
+    async def track(
+        self, channel: str, target: int, start_at: float, interval: float, offset: int, stride: int
+    ) -> int:
+        """Each presence member on `channel` expects `target` presences, then tracks: the i-th of this
+        process's members (alternating between servers) at wall-clock `start_at` + (offset + i * stride)
+        * `interval`. Returns at once (the tracks are scheduled); the number of members."""
+        members = self._members(channel)
+        for member in members:
+            member.expect(target)
+        loop = asyncio.get_running_loop()
+        for i, member in enumerate(members):
+            number = offset + i * stride
+            delay = start_at + number * interval - time.time()
+            loop.call_later(max(0.0, delay), member.track, number)
+        return len(members)
+
+    async def presence(self, channel: str, drain_timeout: float) -> PresenceSeen:
+        """Wait until every open member on `channel` saw its expected count (or the timeout)."""
+        members = self._members(channel)
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline and any(  # noqa: ASYNC110
+            m.is_open and m.full_at is None for m in members
+        ):
+            await asyncio.sleep(POLL)
+        return PresenceSeen(
+            [m.full_at for m in members],
+            [m.members for m in members],
+            sum(m.diff_bytes for m in members),
+            sum(m.diff_frames for m in members),
+            [error for m in members for error in m.errors],
+            sum(not m.is_open for m in members),
+        )
+
+    def _members(self, channel: str) -> list[PresenceMember]:
+        """This process's presence members on `channel`, alternating between the servers they are on."""
+        groups = [
+            [s for s in group if isinstance(s, PresenceMember)]
+            for (_, name), group in sorted(self.subscriptions.items())
+            if name == channel
+        ]
+        return [m for round_ in itertools.zip_longest(*groups) for m in round_ if m is not None]
 
     async def close(self, abort: bool) -> int:
         """Close every connection; with `abort`, drop them without a close handshake (fastest)."""
@@ -129,6 +203,8 @@ def run(requests: Queue[workers.Command | None], responses: Queue[Any]) -> None:
         "reset": state.reset,
         "cpu": state.cpu,
         "collect": state.collect,
+        "track": state.track,
+        "presence": state.presence,
         "close": state.close,
     }
     uvloop.run(workers.serve_async(requests, responses, commands))
@@ -147,9 +223,11 @@ class SubscriberPool:
         total: int,
         processes: int | None = None,
         tokens: Sequence[tuple[int, str]] | None = None,
+        kind: str = "table",
     ) -> Connected:
         """Bring the connections subscribed to `channel` up to `total`, spread over `processes` workers;
-        with `tokens`, (tag, token) for each of the `total` connections (sent as `?token=`).
+        with `tokens`, (tag, token) for each of the `total` connections (sent as `?token=`); `kind`: what
+        they read (KINDS).
         `seconds` is the wall time of the whole operation, as the coordinator saw it."""
         chosen = self.workers[: processes or len(self.workers)]
         counts = spread(total, len(chosen))
@@ -157,7 +235,7 @@ class SubscriberPool:
             raise ValueError(f"{len(tokens)} tokens for {total} connections")
         starts = [sum(counts[:i]) for i in range(len(counts))]
         args = [
-            (url, channel, n, None if tokens is None else list(tokens[start : start + n]))
+            (url, channel, n, None if tokens is None else list(tokens[start : start + n]), kind)
             for n, start in zip(counts, starts, strict=True)
         ]
         started = time.monotonic()
@@ -175,13 +253,37 @@ class SubscriberPool:
 
     def collect(self, report: WriterReport, drain_timeout: float) -> tuple[Sample, float]:
         """The merged sample of every worker, and their total CPU seconds when they stopped waiting."""
+        sample, _, cpu = self.collect_by_url(report, drain_timeout)
+        return sample, cpu
+
+    def collect_by_url(
+        self, report: WriterReport, drain_timeout: float
+    ) -> tuple[Sample, dict[str, Sample], float]:
+        """`collect`, with the merged sample of the connections to each server (by url) as well."""
         answers = workers.call_all(
             self.workers,
             "collect",
             [(report, drain_timeout)] * len(self.workers),
             timeout=drain_timeout + 120,
         )
-        return deliveries.merge(a[0] for a in answers), sum(a[1] for a in answers)
+        parts = [sample for samples, _ in answers for sample in samples.values()]
+        by_url = {
+            url: deliveries.merge(samples[url] for samples, _ in answers if url in samples)
+            for url in {url for samples, _ in answers for url in samples}
+        }
+        return deliveries.merge(parts), by_url, sum(a[1] for a in answers)
+
+    def track(self, channel: str, target: int, start_at: float, interval: float) -> int:
+        """Every presence member on `channel` expects `target` presences and tracks, the n-th of them
+        (spread over processes and servers) at wall-clock `start_at` + n * `interval`."""
+        count = len(self.workers)
+        args = [(channel, target, start_at, interval, i, count) for i in range(count)]
+        return sum(workers.call_all(self.workers, "track", args, timeout=30))
+
+    def presence(self, channel: str, timeout: float) -> list[PresenceSeen]:
+        return workers.call_all(
+            self.workers, "presence", [(channel, timeout)] * len(self.workers), timeout=timeout + 60
+        )
 
     def close(self, *, abort: bool = False) -> int:
         return sum(workers.call_all(self.workers, "close", [(abort,)] * len(self.workers), timeout=60))

@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -103,13 +103,23 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(database_url: str, log_path: Path) -> Iterator[Server]:
+def running_server(
+    database_url: str, log_path: Path, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
     """`python -m app serve` on a free loopback port, ready on entry; SIGTERM (then SIGKILL) on exit.
+    `extra_env`: settings on top of SERVER_ENV (a scenario's raised limits, its bus). Several may run on
+    one database at once: they are instances of one service.
 
     Its open-file limit is raised to the hard limit first: every connection is a file descriptor.
     """
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, **SERVER_ENV}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": JWT_SECRET,
+        **SERVER_ENV,
+        **(extra_env or {}),
+    }
     command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -143,12 +153,15 @@ def process_cpu_seconds(pid: int) -> tuple[float, float]:
 
 def postgres_cpu_seconds(dbname: str) -> float:
     """CPU seconds used so far by PostgreSQL for this benchmark: backends connected to `dbname`, and the
-    server's own processes (WAL writer, checkpointer, ...), but not other databases' backends.
+    server's own long-lived processes (WAL writer, checkpointer, ...), but not other databases' backends,
+    short-lived workers, nor any process of another PostgreSQL cluster on the machine (others start
+    private ones): only children of the postmaster that serves `dbname` count.
 
     Backends that exited take their time with them, so only differences over a span in which the
     benchmark's connections stayed open mean anything.
     """
-    total = 0
+    # (pid, parent pid, title words, CPU ticks) of every PostgreSQL process.
+    processes: list[tuple[int, int, list[str], int]] = []
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
             name, _, rest = (proc / "stat").read_text().partition(" (")[2].rpartition(")")
@@ -156,11 +169,36 @@ def postgres_cpu_seconds(dbname: str) -> float:
                 continue
             # "postgres: 15/main: user database host(port) state", or "postgres: 15/main: checkpointer"
             title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
-            backend = len(title) >= 5 and ("(" in title[4] or title[4] == "[local]")
-            if not backend or title[3] == dbname:
-                fields = rest.split()
-                total += int(fields[11]) + int(fields[12])
+            fields = rest.split()
+            processes.append((int(proc.name), int(fields[1]), title, int(fields[11]) + int(fields[12])))
+
+    def is_backend(title: list[str]) -> bool:
+        return len(title) >= 5 and ("(" in title[4] or title[4] == "[local]")
+
+    ours = {ppid for _, ppid, title, _ in processes if is_backend(title) and title[3] == dbname}
+    total = 0
+    for _, ppid, title, ticks in processes:
+        if ppid not in ours:
+            continue
+        # Short-lived workers (autovacuum for any database, parallel query workers) take their time
+        # with them when they exit, which made a span's figure negative on a shared machine.
+        transient = len(title) >= 4 and title[3] in ("autovacuum", "parallel")
+        if (is_backend(title) and title[3] == dbname) or (not is_backend(title) and not transient):
+            total += ticks
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu_seconds(port: int = 6379) -> float:
+    """CPU seconds used so far by the redis-server serving `port` (0 when there is none). It is shared:
+    anything else using it meanwhile counts too."""
+    suffix = f":{port}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").split()
+            if title and title[0].endswith(b"redis-server") and any(w.endswith(suffix) for w in title):
+                user, system = process_cpu_seconds(int(proc.name))
+                return user + system
+    return 0.0
 
 
 def _free_port() -> int:

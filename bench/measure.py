@@ -3,8 +3,11 @@ each part of the machine spent meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,43 @@ class Bench:
     pool: SubscriberPool
     writer: Worker
     work_dir: Path
+    sender: Worker | None = None  # the broadcast sender (bench/sender.py)
+    # The instances whose CPU and counters a measurement takes: the suite's server, or those of
+    # `instances()` while it runs; and whether the shared Redis works for them (its CPU is counted too).
+    measured: list[Server] = field(default_factory=list)
+    uses_redis: bool = False
+    log_lines: list[str] = field(default_factory=list)  # of instances() that stopped
+
+    def __post_init__(self) -> None:
+        self.measured = self.measured or [self.server]
 
     @property
     def dbname(self) -> str:
         return str(psycopg.conninfo.conninfo_to_dict(self.dsn)["dbname"])
+
+    @contextlib.contextmanager
+    def instances(
+        self, count: int, env: Mapping[str, str], *, with_server: bool = False
+    ) -> Iterator[list[Server]]:
+        """`count` more servers on this run's database (instances of one service), with `env` on top of
+        the benchmark's; measurements count them (and, `with_server`, the suite's server, first in the
+        list: it must have the same bus settings) instead of the suite's server until they stop."""
+        with contextlib.ExitStack() as stack:
+            servers = [self.server] if with_server else []
+            for _ in range(count):
+                log_path = self.work_dir / f"instance-{secrets.token_hex(4)}.log"
+                stack.callback(self._keep_log, log_path)
+                servers.append(stack.enter_context(harness.running_server(self.dsn, log_path, env)))
+            before = self.measured, self.uses_redis
+            self.measured, self.uses_redis = servers, bool(env.get("REALTIME_REDIS_URL"))
+            try:
+                yield servers
+            finally:
+                self.measured, self.uses_redis = before
+
+    def _keep_log(self, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            self.log_lines.extend(path.read_text(errors="replace").splitlines())
 
 
 @dataclass(frozen=True)
@@ -44,18 +80,20 @@ class Usage:
     """CPU seconds used so far by each part, and the wall clock, at one moment."""
 
     wall: float
-    server: float
+    server: float  # every measured instance
     server_system: float  # of `server`, the time in the kernel (socket writes, mostly)
     postgres: float
     clients: float
-    writer: float
+    writer: float  # or the broadcast sender
     machine_busy: float  # clock ticks, all cores
     machine_total: float
+    redis: float = 0.0  # the shared redis-server, when the instances use it
 
 
 def usage(bench: Bench, *, clients: float, writer: float) -> Usage:
     """Now; the client and writer CPU times are the ones their processes last reported."""
-    user, system = bench.server.cpu_seconds()
+    times = [server.cpu_seconds() for server in bench.measured]
+    user, system = sum(t[0] for t in times), sum(t[1] for t in times)
     return Usage(
         time.monotonic(),
         user + system,
@@ -64,7 +102,13 @@ def usage(bench: Bench, *, clients: float, writer: float) -> Usage:
         clients,
         writer,
         *harness.machine_cpu_times(),
+        redis=harness.redis_cpu_seconds() if bench.uses_redis else 0.0,
     )
+
+
+def slow_consumer_closes(bench: Bench) -> int:
+    """So far, over the measured instances."""
+    return sum(server.stats()["slow_consumer_disconnects"] for server in bench.measured)
 
 
 def cpu_figures(before: Usage, after: Usage) -> dict[str, float]:
@@ -83,10 +127,13 @@ def span_figures(spans: list[tuple[Usage, Usage]]) -> dict[str, float]:
         f"cpu_{part}_pct": 100 * used(part) / wall
         for part in ("server", "server_system", "postgres", "writer", "clients")
     }
+    if used("redis"):
+        figures["cpu_redis_pct"] = 100 * used("redis") / wall
     # Near 100 means the machine, not the service alone, is the limit.
     figures["cpu_machine_pct"] = 100 * used("machine_busy") / max(1.0, used("machine_total"))
     # Whatever else ran meanwhile (other work on the machine, other databases): it skews every figure.
-    ours = sum(figures[f"cpu_{part}_pct"] for part in ("server", "postgres", "writer", "clients"))
+    parts = ("server", "postgres", "writer", "clients", "redis")
+    ours = sum(figures.get(f"cpu_{part}_pct", 0.0) for part in parts)
     figures["cpu_other_pct"] = max(0.0, figures["cpu_machine_pct"] * (os.cpu_count() or 1) - ours)
     return figures
 
@@ -112,7 +159,7 @@ def paced(
     """Single-row transactions at `rate`/s for `duration` s, delivered to the pool's connections; with
     `owners`, rows owned by each in turn, delivered to that owner's connections only (by tag)."""
     args = (bench.dsn, table, rate, duration, payload_bytes, owners)
-    return _measure(bench, ("paced", args), duration * 3 + 60, drain_timeout)
+    return _measure_writer(bench, ("paced", args), duration * 3 + 60, drain_timeout)
 
 
 def flat_out(
@@ -128,21 +175,43 @@ def flat_out(
     """`rows`-row INSERT statements as fast as one writer can commit them (or `per_second` of them), for
     `duration` s."""
     args = (bench.dsn, table, rows, duration, max_rows, per_second)
-    return _measure(bench, ("flat_out", args), duration * 3 + 60, drain_timeout)
+    return _measure_writer(bench, ("flat_out", args), duration * 3 + 60, drain_timeout)
 
 
-def _measure(
+def _measure_writer(
     bench: Bench, command: tuple[str, tuple[Any, ...]], write_timeout: float, drain_timeout: float
 ) -> Measurement:
+    return deliveries_of(
+        bench,
+        lambda: bench.writer.call(command[0], *command[1], timeout=write_timeout),
+        lambda: float(bench.writer.call("cpu")),
+        drain_timeout,
+    )
+
+
+def deliveries_of(
+    bench: Bench,
+    load: Callable[[], WriterReport],
+    load_cpu: Callable[[], float],
+    drain_timeout: float,
+    by_url: Mapping[str, str] | None = None,
+) -> Measurement:
+    """`load()` (a writer's commits, or a sender's broadcasts) judged against what the pool's connections
+    received, with the CPU each part used meanwhile (`load_cpu()`: the load generator's CPU seconds so
+    far). With `by_url` ({url: prefix}), also the latency figures of each instance's connections."""
     clients_before = bench.pool.reset()
-    before = usage(bench, clients=clients_before, writer=bench.writer.call("cpu"))
-    closes_before = bench.server.stats()["slow_consumer_disconnects"]
-    report: WriterReport = bench.writer.call(command[0], *command[1], timeout=write_timeout)
-    sample, clients_after = bench.pool.collect(report, drain_timeout)
+    before = usage(bench, clients=clients_before, writer=load_cpu())
+    closes_before = slow_consumer_closes(bench)
+    report = load()
+    sample, parts, clients_after = bench.pool.collect_by_url(report, drain_timeout)
     after = usage(bench, clients=clients_after, writer=report.cpu)
     latencies = sorted(sample.latencies)
     figures = delivery_figures(report, sample, latencies)
-    figures["slow_consumer_closes"] = bench.server.stats()["slow_consumer_disconnects"] - closes_before
+    for url, prefix in (by_url or {}).items():
+        part = parts.get(url)
+        if part is not None:
+            figures.update({prefix + k: v for k, v in stats.latency_figures(sorted(part.latencies)).items()})
+    figures["slow_consumer_closes"] = slow_consumer_closes(bench) - closes_before
     figures["keeps_up"] = bool(figures["keeps_up"]) and figures["slow_consumer_closes"] == 0
     figures.update(cpu_figures(before, after))
     return Measurement(figures, stats.cdf_ms(latencies))

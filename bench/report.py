@@ -19,6 +19,7 @@ LOAD_COLUMNS = (
     ("PostgreSQL %core", "cpu_postgres_pct"),
     ("writer %core", "cpu_writer_pct"),
     ("clients %core", "cpu_clients_pct"),
+    ("Redis %core", "cpu_redis_pct"),
     ("other %core", "cpu_other_pct"),
     ("machine %all", "cpu_machine_pct"),
 )
@@ -100,6 +101,15 @@ def notes(document: dict[str, Any]) -> list[str]:
         "Memory: the server's RSS (kernel socket buffers are not in it). %core: of one core; machine "
         "%all: of all cores.",
     ]
+    if {"broadcast", "presence"} & set(document["results"]):
+        lines.append(
+            "Broadcast (issue 9): latency from the sender's socket write (the send time is in the payload) "
+            "to the subscriber's read, same clock; `writer %core` is the sender there. Two instances: the "
+            "sender and half of the subscribers on one, the other half on the other. Presence: times from "
+            "the first (all at once) or the last (paced) track to the moment the last connection had "
+            "counted every member; bytes per join: presence_diff bytes a member received while N joined, "
+            "divided by N. Redis %core: the shared redis-server (anyone else's use counts too)."
+        )
     if document["machine_busy_before_pct"] > BUSY_WARNING_PCT:
         lines.append(
             f"**The machine was already {document['machine_busy_before_pct']:.0f}% busy (all cores) before "

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import harness, plots, report, stats, workers, writer
+from bench import harness, plots, report, sender, stats, workers, writer
 from bench.clients import SubscriberPool
 from bench.harness import PROJECT_ROOT
 from bench.measure import Bench
@@ -82,6 +82,7 @@ def run(scenarios: list[Scenario], size: Size, runs: int) -> dict[str, Any]:
                     load = LoadGenerator()
     finally:
         load.stop()
+    _derive(scenarios, results)
     return {
         "started_at": stamp,
         "size": size,
@@ -98,16 +99,26 @@ def run(scenarios: list[Scenario], size: Size, runs: int) -> dict[str, Any]:
     }
 
 
+def _derive(scenarios: list[Scenario], results: dict[str, dict[str, Any]]) -> None:
+    """Figures that compare scenarios of this run (say, broadcast against table fan-out)."""
+    summaries = {name: result["summary"] for name, result in results.items() if "summary" in result}
+    for scenario in scenarios:
+        if scenario.derive is not None and scenario.name in summaries:
+            summaries[scenario.name].update(scenario.derive(summaries))
+
+
 class LoadGenerator:
     """The client and writer processes, started once for the whole suite."""
 
     def __init__(self) -> None:
         self.pool = SubscriberPool(CLIENT_PROCESSES)
         self.writer = workers.Worker("writer", writer.run)
+        self.sender = workers.Worker("sender", sender.run)
 
     def stop(self) -> None:
         self.pool.stop()
         self.writer.stop()
+        self.sender.stop()
 
 
 def _run_scenario(
@@ -120,16 +131,20 @@ def _run_scenario(
     try:
         for index in range(runs):
             log_path = work / f"{scenario.name}-{index}.log"
-            with harness.scratch_database(admin_url) as dsn, harness.running_server(dsn, log_path) as server:
-                bench = Bench(dsn, server, load.pool, load.writer, work)
+            with (
+                harness.scratch_database(admin_url) as dsn,
+                harness.running_server(dsn, log_path, scenario.server_env) as server,
+            ):
+                bench = Bench(dsn, server, load.pool, load.writer, work, sender=load.sender)
                 code = harness.server_code_digest()  # read just after the server started from it
                 try:
                     measured.append(scenario.measure(bench, size, measured))
                     measured[-1].details["server_stats"] = server.stats()
                     measured[-1].details["server_code"] = code
                 finally:
-                    # LOG_LEVEL=warning: anything here is worth reading.
-                    server_log += [f"run {index}: {line}" for line in server.log_lines()]
+                    # LOG_LEVEL=warning: anything here is worth reading (other instances' too).
+                    lines = [*server.log_lines(), *bench.log_lines]
+                    server_log += [f"run {index}: {line}" for line in lines]
     except Exception:
         error = traceback.format_exc()
         print(f"[{scenario.name}] failed:\n{error}", file=sys.stderr)

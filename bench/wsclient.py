@@ -36,6 +36,9 @@ class HandshakeError(Exception):
 class Subscription(asyncio.Protocol):
     """One connection subscribed to one channel, recording (row id, receive time) of every broadcast."""
 
+    # What precedes the id in a frame's bytes (the fast path); a subclass for other frames changes it.
+    id_marker = _RECORD_ID
+
     def __init__(self, host: str, path: str, channel: str) -> None:
         self._host, self._path = host, path
         self._subscribe = orjson.dumps({"type": "subscribe", "channel": channel})
@@ -109,6 +112,10 @@ class Subscription(asyncio.Protocol):
         else:
             self._send(_CLOSE, struct.pack("!H", 1000))
 
+    def send_text(self, body: bytes) -> None:
+        """One text frame to the server (a client message)."""
+        self._send(_TEXT, body)
+
     @property
     def is_open(self) -> bool:
         return self._transport is not None and not self._transport.is_closing() and self.close_code is None
@@ -162,9 +169,9 @@ class Subscription(asyncio.Protocol):
 
     def _text(self, buffer: bytes | bytearray, start: int, end: int, now: float) -> None:
         """A whole text frame: a broadcast's row id without parsing the JSON, anything else parsed."""
-        found = buffer.find(_RECORD_ID, start, end)
+        found = buffer.find(self.id_marker, start, end)
         if found >= 0 and self.acked.done():
-            digits = _DIGITS.match(buffer, found + len(_RECORD_ID), end)
+            digits = _DIGITS.match(buffer, found + len(self.id_marker), end)
             if digits is not None:
                 self.ids.append(int(digits[0]))
                 self.received_at.append(now)
@@ -228,17 +235,24 @@ class Subscription(asyncio.Protocol):
             self._transport.abort()
 
 
-async def subscribe(url: str, channel: str, token: str | None = None, tag: int = 0) -> Subscription:
+async def subscribe(
+    url: str,
+    channel: str,
+    token: str | None = None,
+    tag: int = 0,
+    factory: type[Subscription] = Subscription,
+) -> Subscription:
     """Connect to `url` (ws://host:port/path), subscribe to `channel`, return once the server acked.
 
-    With `token`, it is sent as `?token=` (the connection acts as that token's role and claims).
-    Unbounded: callers wrap it in `asyncio.timeout`."""
+    With `token`, it is sent as `?token=` (the connection acts as that token's role and claims);
+    `factory`: the kind of connection (a subclass that reads other frames). Unbounded: callers wrap it in
+    `asyncio.timeout`."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = (parts.path or "/") + (f"?{urlencode({'token': token})}" if token else "")
     loop = asyncio.get_running_loop()
     _, subscription = await loop.create_connection(
-        lambda: Subscription(f"{host}:{port}", path, channel), host, port
+        lambda: factory(f"{host}:{port}", path, channel), host, port
     )
     subscription.tag = tag
     try:

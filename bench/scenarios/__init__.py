@@ -1,8 +1,19 @@
-"""The benchmark's scenarios (issue 5), in the order they run."""
+"""The benchmark's scenarios (issue 5; broadcast and presence: issue 9), in the order they run."""
 
 from __future__ import annotations
 
-from bench.scenarios import connections, fanout, ingest, latency, overhead, payload, pgbench, rls
+from bench.scenarios import (
+    broadcast,
+    connections,
+    fanout,
+    ingest,
+    latency,
+    overhead,
+    payload,
+    pgbench,
+    presence,
+    rls,
+)
 from bench.scenarios.base import Scenario
 
 ALL: tuple[Scenario, ...] = (
@@ -14,5 +25,7 @@ ALL: tuple[Scenario, ...] = (
     pgbench.SCENARIO,
     payload.SCENARIO,
     rls.SCENARIO,
+    broadcast.SCENARIO,
+    presence.SCENARIO,
 )
 BY_NAME = {scenario.name: scenario for scenario in ALL}

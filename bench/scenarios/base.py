@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bench.measure import Bench
+from bench.stats import Summary
 
 Size = Literal["quick", "full"]
 
@@ -55,7 +56,9 @@ class Scenario:
     `measure(bench, size, earlier)` is one run, against a fresh database and server; `earlier` are the
     results of the runs before it (a search can start near their answer). `rows(size)` lays out its
     table lines; `load(size)` names the figure prefixes whose CPU shares describe the conditions it ran
-    in, with a title for each.
+    in, with a title for each. `server_env`: settings of the suite's server beyond the benchmark's (a
+    raised limit). `derive(summaries)`, given every scenario's summary once all ran, returns figures to
+    add to this one's (a comparison with another scenario of the same run).
     """
 
     name: str
@@ -63,6 +66,8 @@ class Scenario:
     rows: Callable[[Size], list[Row]]
     load: Callable[[Size], list[tuple[str, str]]]
     params: Callable[[Size], Any]
+    server_env: Mapping[str, str] = field(default_factory=dict)
+    derive: Callable[[Mapping[str, Summary]], Summary] | None = None
 
 
 def settle(seconds: float) -> None:

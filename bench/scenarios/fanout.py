@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
-from bench import harness, measure
+from bench import harness, measure, stepping
 from bench.measure import Bench, Measurement
 from bench.scenarios.base import Row, RunResult, Scenario, Size, Target
+from bench.stepping import Search
 
 TABLE = "bench_fanout"
 KEPT = ("deliveries_per_s", "p50_ms", "p99_ms", "max_ms", "writer_rate", "subscribers")
@@ -53,14 +53,11 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
             bench.pool.connect(bench.server.ws_url, channel, subscribers, params.processes)
             start = _start_rate(subscribers, params, earlier)
             measure.warm_up(bench, TABLE, rate=start / 2)
-            best, failed, steps = _search(bench, channel, subscribers, start, params)
-            result.details["steps"][subscribers] = steps
-            result.add(f"s{subscribers}.", _figures(best, failed, subscribers))
-            if best is not None:
-                result.add(
-                    f"s{subscribers}.", {k: v for k, v in best[1].figures.items() if k.startswith("cpu_")}
-                )
-                result.cdfs[f"fan-out: {subscribers} subs at the sustainable rate"] = best[1].cdf
+            search = _search(bench, channel, subscribers, start, params)
+            result.details["steps"][subscribers] = search.steps
+            result.add(f"s{subscribers}.", search.figures(KEPT, subscribers))
+            if search.best is not None:
+                result.cdfs[f"fan-out: {subscribers} subs at the sustainable rate"] = search.best[1].cdf
     finally:
         bench.pool.close()
     return result
@@ -75,25 +72,11 @@ def _start_rate(subscribers: int, params: Params, earlier: list[RunResult]) -> f
     return params.start_deliveries / subscribers
 
 
-Step = tuple[float, Measurement]
-# A step only counts when the writer committed at least this share of the rate asked of it: otherwise
-# PostgreSQL (or the machine), not delivery, set the pace, and the rate was never offered.
-WRITER_PACE = 0.95
-
-
-def _search(
-    bench: Bench, channel: str, subscribers: int, start: float, params: Params
-) -> tuple[Step | None, tuple[float, bool] | None, list[dict[str, Any]]]:
-    """(highest rate that kept up, its measurement), (the lowest rate that did not, whether because
-    the writer could not keep its pace), and every step."""
-    best: Step | None = None
-    failed: tuple[float, bool] | None = None
-    steps: list[dict[str, Any]] = []
-    rate = start
-    for _ in range(params.max_steps):
+def _search(bench: Bench, channel: str, subscribers: int, start: float, params: Params) -> Search:
+    def step(rate: float) -> Measurement:
         # Reopens any connection the server closed as too slow in an earlier step.
         bench.pool.connect(bench.server.ws_url, channel, subscribers, params.processes)
-        step = measure.paced(
+        return measure.paced(
             bench,
             TABLE,
             rate=rate,
@@ -101,30 +84,10 @@ def _search(
             payload_bytes=64,
             drain_timeout=params.drain_timeout,
         )
-        paced = step.figures["writer_rate"] >= WRITER_PACE * rate
-        steps.append({"rate": rate, "writer_kept_pace": paced, **step.figures})
-        if step.figures["keeps_up"] and paced:
-            if best is None or rate > best[0]:
-                best = (rate, step)
-        elif failed is None or rate < failed[0]:
-            failed = (rate, not paced)
-        if best is not None and failed is not None:
-            if failed[0] / best[0] <= params.resolution:
-                break
-            rate = math.sqrt(best[0] * failed[0])
-        else:
-            rate = rate * params.factor if failed is None else rate / params.factor
-    return best, failed, steps
 
-
-def _figures(best: Step | None, failed: tuple[float, bool] | None, subscribers: int) -> dict[str, Any]:
-    figures: dict[str, Any] = dict.fromkeys(KEPT)
-    if best is not None:
-        figures.update({key: best[1].figures[key] for key in KEPT})
-        figures["rate"] = best[0]
-    figures["failed_deliveries"] = failed[0] * subscribers if failed is not None else None
-    figures["failed_by_writer"] = float(failed[1]) if failed is not None else None
-    return figures
+    return stepping.highest_sustained(
+        step, start, factor=params.factor, resolution=params.resolution, max_steps=params.max_steps
+    )
 
 
 def rows(size: Size) -> list[Row]:

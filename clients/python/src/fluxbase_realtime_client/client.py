@@ -118,7 +118,7 @@ class RealtimeClient:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for stream in list(self.streams.values()):
-            stream.buffer.end()
+            stream.end()
         self.streams.clear()
         self._set_status("closed")
 

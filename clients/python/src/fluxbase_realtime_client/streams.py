@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 from fluxbase_realtime_client.buffer import EventBuffer
-from fluxbase_realtime_client.errors import ConnectionLost, SubscriptionError
+from fluxbase_realtime_client.errors import ClientClosed, ConnectionLost, SubscriptionError
 from fluxbase_realtime_client.messages import (
     Ack,
     Broadcast,
@@ -105,12 +105,17 @@ class Stream(Generic[T]):
         """Wait for the server's first ack (raises SubscriptionError when the subscribe is refused)."""
         await asyncio.shield(self._ready)
 
+    def end(self) -> None:
+        """Iteration ends once what is buffered has been handed out; `subscribed()` raises ClientClosed."""
+        if not self._ready.done():
+            self._ready.set_exception(ClientClosed("the stream was closed before the server acked it"))
+            self._ready.exception()  # retrieved: nobody may be waiting for it
+        self.buffer.end()
+
     async def close(self) -> None:
         """Unsubscribe; iteration ends once what is buffered has been handed out."""
         self._link.detach(self)
-        if not self._ready.done():
-            self._ready.cancel()
-        self.buffer.end()
+        self.end()
 
     def __aiter__(self) -> Stream[T]:
         return self

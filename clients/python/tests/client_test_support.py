@@ -106,3 +106,10 @@ def assert_exactly_the_table(changes: list[Change], rows: list[tuple[int, str]])
     assert all(change.type == "INSERT" for change in changes)
     assert [(c.record or {})["id"] for c in changes] == [row_id for row_id, _ in rows], "a change was lost"
     assert [(c.record or {})["name"] for c in changes] == [name for _, name in rows]
+
+
+def cut(client: RealtimeClient) -> None:
+    """Drop the client's connection as a network failure would: no close frame, no goodbye."""
+    session = client.session
+    assert session is not None, "the client is not connected"
+    session.connection.transport.abort()

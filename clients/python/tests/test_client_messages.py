@@ -12,7 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.protocol import BroadcastEncoder, TableChannel, encode_ack, encode_error, encode_reply
+from app.protocol import (
+    BroadcastEncoder,
+    TableChannel,
+    encode_ack,
+    encode_error,
+    encode_message,
+    encode_presence_diff,
+    encode_presence_state,
+    encode_reply,
+)
 from fluxbase_realtime_client import (
     Ack,
     Broadcast,
@@ -213,3 +222,22 @@ def test_the_other_requests() -> None:
 def test_row_contents_stay_out_of_reprs() -> None:
     change = Change(1, "INSERT", "public", "users", {"email": "ann@example.com"}, None)
     assert "ann@example.com" not in repr(change)
+
+
+def test_broadcast_channel_frames_from_the_servers_encoders() -> None:
+    assert parse_server_message(encode_message("broadcast:r", "cursor", '{"x":1}')) == Broadcast(
+        "broadcast:r", "cursor", {"x": 1}
+    )
+    assert parse_server_message(encode_message("broadcast:r", "e", "[1]", 57)) == Broadcast(
+        "broadcast:r", "e", [1], id=57
+    )
+    state = encode_presence_state("broadcast:r", {"ann": [("p1", '{"tab":1}')]})
+    ann = PresenceEntry("p1", {"tab": 1})
+    assert parse_server_message(state) == PresenceState("broadcast:r", {"ann": (ann,)})
+    diff = encode_presence_diff("broadcast:r", {"bob": [("p2", "{}")]}, {"ann": [("p1", "2")]}, {})
+    assert parse_server_message(diff) == PresenceDiff(
+        "broadcast:r",
+        joins={"bob": (PresenceEntry("p2", {}),)},
+        updates={"ann": (PresenceEntry("p1", 2),)},
+        leaves={},
+    )

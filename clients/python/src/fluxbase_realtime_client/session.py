@@ -195,7 +195,12 @@ class Session:
                 if isinstance(stream, BroadcastChannel) and stream.tracking:
                     client.spawn(self._track_again(stream))
             elif isinstance(reply, Error):
-                if stream.ever_acked and reply.code not in FATAL_CODES:
+                # subscribe_failed: the database was unavailable, "subscribe again"; a stream that worked
+                # before is subscribed again after anything that is not a refusal for good.
+                transient = reply.code == "subscribe_failed" or (
+                    stream.ever_acked and reply.code not in FATAL_CODES
+                )
+                if transient:
                     client.spawn(self._retry(stream, retries))
                 else:
                     client.detach(stream)

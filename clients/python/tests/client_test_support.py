@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from fluxbase_realtime_client import Backoff, Change, RealtimeClient
 
@@ -42,29 +43,31 @@ def make_client(
 
 
 class Writer:
-    """Inserts w0, w1, ... one row per transaction until stopped, then the sentinel row."""
+    """Inserts w0, w1, ... one row per transaction until stopped, then the sentinel row; each row's
+    `data` carries `pad` bytes (to fill socket buffers quickly)."""
 
-    def __init__(self, database_url: str, table: str) -> None:
+    def __init__(self, database_url: str, table: str, pad: int = 0) -> None:
         self._url = database_url
-        self._insert = sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(sql.Identifier(table))
+        self._insert = sql.SQL("INSERT INTO {} (name, data) VALUES (%s, %s)").format(sql.Identifier(table))
+        self._data = Jsonb({"pad": "x" * pad}) if pad else None
         self._stop = asyncio.Event()
         self.written = 0
 
     async def run(self) -> None:
         async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
             while not self._stop.is_set():
-                await conn.execute(self._insert, (f"w{self.written}",))
+                await conn.execute(self._insert, (f"w{self.written}", self._data))
                 self.written += 1
                 await asyncio.sleep(0.002)
-            await conn.execute(self._insert, (SENTINEL,))
+            await conn.execute(self._insert, (SENTINEL, None))
 
     def stop(self) -> None:
         self._stop.set()
 
 
 @contextlib.asynccontextmanager
-async def writing(database_url: str, table: str) -> AsyncIterator[Writer]:
-    writer = Writer(database_url, table)
+async def writing(database_url: str, table: str, pad: int = 0) -> AsyncIterator[Writer]:
+    writer = Writer(database_url, table, pad)
     task = asyncio.create_task(writer.run())
     try:
         yield writer

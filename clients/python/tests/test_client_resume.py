@@ -125,3 +125,35 @@ async def _two_streams_on_one_socket(
         assert (got_second.table, (got_second.record or {})["name"]) == (other, f"to {other}")
         await second.close()
         assert [item async for item in second] == []  # a closed stream ends
+
+
+async def test_a_consumer_too_slow_for_the_server_is_closed_and_resumes_without_loss(
+    database_url: str, db: psycopg.AsyncConnection, table: str
+) -> None:
+    """The consumer stops reading: the client's buffer fills, then the server's queue; the server closes
+    the connection as too slow (1013). Once the consumer reads again, the client resumes from the last
+    change it handed over."""
+    settings = make_settings(
+        database_url, realtime_send_queue_size=8, realtime_slow_client_timeout=0.2
+    )
+    with ServerThread(settings) as server:
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            async with make_client(server.ws_url, buffer_size=4) as client:
+                stream = client.changes(f"table:public.{table}")
+                await stream.subscribed()
+                async with writing(database_url, table, pad=20_000) as writer:
+                    await _slow_consumer_closed(http)
+                    writer.stop()
+                collector = Collector()
+                async with asyncio.timeout(WAIT):
+                    await collector.run(stream)
+                assert client.connects >= 2
+    assert_exactly_the_table(collector.changes, await table_rows(db, table))
+
+
+async def _slow_consumer_closed(http: httpx.AsyncClient) -> None:
+    for _ in range(1200):
+        if (await http.get("/api/realtime/stats")).json()["slow_consumer_disconnects"] >= 1:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the server never closed the stalled consumer")

@@ -27,8 +27,8 @@ from tests.support.server import ServerThread
 LIFETIME = 2  # seconds; `exp` is whole seconds, so a token lives 1-2 s
 
 
-def _token(**claims: Any) -> str:
-    body = {"sub": "user-1", "role": "authenticated", "exp": int(time.time()) + LIFETIME, **claims}
+def _token(lifetime: int = LIFETIME, **claims: Any) -> str:
+    body = {"sub": "user-1", "role": "authenticated", "exp": int(time.time()) + lifetime, **claims}
     return jwt.encode(body, JWT_SECRET, algorithm="HS256")
 
 
@@ -68,6 +68,48 @@ async def test_the_token_is_refreshed_in_band_and_the_connection_outlives_it(
             change = await anext(stream)
         assert isinstance(change, Change) and (change.record or {})["name"] == "still here"
         assert client.connects == 1  # the server never closed it for expiry
+
+
+class CachingTokenFunction:
+    """Hands back its current token until it has less than `renew_within` seconds left, as token
+    providers that cache do: the client's first refresh attempts get no fresher token."""
+
+    def __init__(self, lifetime: int = 3, renew_within: float = 1.2) -> None:
+        self.lifetime, self.renew_within = lifetime, renew_within
+        self.minted: list[str] = []
+        self.calls = 0
+        self._minted = asyncio.Event()
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        current = self.minted[-1] if self.minted else None
+        left = jwt.decode(current, options={"verify_signature": False})["exp"] - time.time() if current else 0
+        if left < self.renew_within:
+            self.minted.append(_token(self.lifetime))
+            self._minted.set()
+        return self.minted[-1]
+
+    async def minted_at_least(self, count: int) -> None:
+        async with asyncio.timeout(WAIT):
+            while len(self.minted) < count:
+                self._minted.clear()
+                await self._minted.wait()
+
+
+async def test_a_token_function_that_caches_is_asked_again_until_it_hands_out_a_fresher_token(
+    server: ServerThread, db: psycopg.AsyncConnection, table: str
+) -> None:
+    tokens = CachingTokenFunction()
+    async with make_client(server.ws_url, token=tokens, refresh_margin=30) as client:
+        stream = client.changes(f"table:public.{table}")
+        await stream.subscribed()
+        await tokens.minted_at_least(3)  # two in-band refreshes, each after asking more than once
+        await _insert(db, table, "still here")
+        async with asyncio.timeout(WAIT):
+            change = await anext(stream)
+        assert isinstance(change, Change) and (change.record or {})["name"] == "still here"
+        assert tokens.calls > len(tokens.minted)  # some calls got the cached token back
+        assert client.connects == 1
 
 
 async def test_after_an_expiry_close_the_client_reconnects_with_a_fresh_token_and_loses_nothing(

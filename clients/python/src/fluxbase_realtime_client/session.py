@@ -47,6 +47,8 @@ WATCHDOG_INTERVALS = 2.5
 # A subscription that worked before is subscribed again after these; other refusals end it.
 FATAL_CODES = frozenset({"forbidden", "too_many_channels"})
 CLOSE_TIMEOUT = 1.0
+# A token function that failed or gave no fresher token is asked again after at most this long.
+RETRY_REFRESH_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -223,23 +225,30 @@ class Session:
     # Tokens
 
     async def _keep_token_fresh(self, token: str) -> None:
-        """Replace the token in band before it expires. A refusal, or a function that hands back no
-        fresher token, leaves the connection to expire: the client then reconnects with a fresh one."""
+        """Replace the token in band before it expires. A token function that fails, or hands back no
+        fresher token yet (one that caches its token until near expiry), is asked again a little later
+        until the token has expired; a refusal by the server leaves the connection to expire. Either
+        way the client then reconnects with a fresh token."""
         expires_at = token_expiry(token)
+        delay: float | None = None  # None: wait until the refresh is due
         while expires_at is not None:
-            await asyncio.sleep(refresh_delay(expires_at, time.time(), self.client.refresh_margin))
+            if delay is None:
+                delay = refresh_delay(expires_at, time.time(), self.client.refresh_margin)
+            await asyncio.sleep(delay)
+            delay = None
             try:
                 fresh = await self.client.tokens.get()
             except Exception as error:
                 log.warning("token_function_failed error=%s", type(error).__name__)
-                if expires_at - time.time() <= 0:
-                    return
-                await asyncio.sleep(min(1.0, max(0.0, expires_at - time.time()) / 2))
-                continue
+                fresh = None
             fresh_expiry = token_expiry(fresh) if fresh is not None else None
             if fresh is None or fresh_expiry is None or fresh_expiry <= expires_at:
-                log.warning("token_not_fresher: the connection will reconnect when the token expires")
-                return
+                remaining = expires_at - time.time()
+                if remaining <= 0:
+                    return  # expired: the server closes the connection, the client reconnects
+                delay = min(RETRY_REFRESH_SECONDS, remaining / 2)
+                continue
+
             def refresh(ref: Ref, token: str = fresh) -> str:
                 return encode_access_token(token, ref=ref)
 

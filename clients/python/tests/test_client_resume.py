@@ -20,6 +20,7 @@ from client_test_support import (
     WAIT,
     Collector,
     assert_exactly_the_table,
+    cut,
     make_client,
     server_env,
     table_rows,
@@ -157,3 +158,37 @@ async def _slow_consumer_closed(http: httpx.AsyncClient) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the server never closed the stalled consumer")
+
+
+async def test_after_a_cut_every_stream_is_subscribed_again_within_the_servers_message_rate(
+    database_url: str, db: psycopg.AsyncConnection, table: str
+) -> None:
+    """Ten streams against a server that takes 5 messages per second: subscribing them all again at once
+    would have half of them dropped (`rate_limited`, no answer) and never resumed."""
+    names = [f"{table}_{n}" for n in range(10)]
+    for name in names:
+        create = sql.SQL("CREATE TABLE public.{} (id serial PRIMARY KEY)").format(sql.Identifier(name))
+        await db.execute(create)
+        await db.execute("SELECT enable_realtime('public', %s)", (name,))
+
+    async def insert_into_each() -> None:
+        for name in names:
+            await db.execute(sql.SQL("INSERT INTO {} DEFAULT VALUES").format(sql.Identifier(name)))
+
+    with ServerThread(make_settings(database_url, realtime_max_messages_per_second=5)) as server:
+        async with make_client(server.ws_url, max_messages_per_second=4) as client:
+            streams = [client.changes(f"table:public.{name}") for name in names]
+            async with asyncio.timeout(WAIT):
+                for stream in streams:
+                    await stream.subscribed()
+            await insert_into_each()
+            async with asyncio.timeout(WAIT):
+                before = [await anext(stream) for stream in streams]  # each stream now has a position
+            cut(client)
+            await insert_into_each()  # committed while the streams are away: each arrives once resumed
+            async with asyncio.timeout(WAIT):
+                after = [await anext(stream) for stream in streams]
+            assert client.connects == 2 and client.last_error is None
+    for changes in (before, after):
+        assert [c.table for c in changes if isinstance(c, Change)] == names
+    assert [(c.record or {})["id"] for c in after if isinstance(c, Change)] == [2] * len(names)

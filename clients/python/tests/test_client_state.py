@@ -188,3 +188,12 @@ async def test_a_full_buffer_holds_the_producer_until_the_consumer_takes() -> No
     assert [await buffer.get(), await buffer.get()] == [2, 3]
     with pytest.raises(RuntimeError, match="ended"):
         await buffer.get()
+
+
+def test_the_bucket_halves_its_rate_when_the_server_says_rate_limited() -> None:
+    bucket = TokenBucket(rate=40)
+    bucket.slow_down()
+    assert (bucket.rate, bucket.burst) == (20, 20)
+    for _ in range(10):
+        bucket.slow_down()
+    assert (bucket.rate, bucket.burst) == (1, 1)  # never below one message a second

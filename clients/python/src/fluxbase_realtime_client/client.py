@@ -79,7 +79,7 @@ class RealtimeClient:
         self._max_message_bytes = max_message_bytes
         self._connect_options = dict(connect_options or {})
         self._on_status = on_status
-        self._pacer = TokenBucket(max_messages_per_second)
+        self.pacer = TokenBucket(max_messages_per_second)
         self._send_lock = asyncio.Lock()
         self.streams: dict[StreamKey, Stream[Any]] = {}
         self.pending: dict[Ref, Callable[[Reply], None]] = {}
@@ -202,7 +202,7 @@ class RealtimeClient:
         """Send one frame, paced under the server's message rate; a closed connection drops it (the
         session's reader sees the close)."""
         async with self._send_lock:
-            wait = self._pacer.take(time.monotonic())
+            wait = self.pacer.take(time.monotonic())
             if wait > 0:
                 await asyncio.sleep(wait)
             with contextlib.suppress(ConnectionClosed):

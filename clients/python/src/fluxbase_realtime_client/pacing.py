@@ -26,3 +26,9 @@ class TokenBucket:
         self._at = now
         self._tokens -= 1
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def slow_down(self, floor: float = 1.0) -> None:
+        """The server said `rate_limited`: its limit is below ours. Halve the rate (not below `floor`)."""
+        self.rate = max(floor, self.rate / 2)
+        self.burst = max(1.0, min(self.burst, self.rate))
+        self._tokens = min(self._tokens, self.burst)

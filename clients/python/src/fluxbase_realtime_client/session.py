@@ -170,6 +170,15 @@ class Session:
                 stream.fail(stream.refused(error))
         elif error.code == "token_expired":
             self.outcome.token_expired = True
+        elif error.code == "rate_limited":
+            # A message was dropped unread (so no ref says which): the server's limit is below the
+            # client's, so the client slows down; a subscribe still unanswered may be the one dropped
+            # and would never be answered: subscribing again is harmless.
+            client.pacer.slow_down()
+            log.warning("rate_limited: now sending at most %g messages per second", client.pacer.rate)
+            for stream in client.streams.values():
+                if stream.subscribed_by is self and not stream.acked and not stream.retrying:
+                    client.spawn(self._retry(stream, 0))
         else:
             client.last_error = error
             log.warning("server_error code=%s channel=%s: %s", error.code, error.channel, error.error)
@@ -212,7 +221,11 @@ class Session:
         await client.send(self.connection, stream.subscribe_frame(ref))
 
     async def _retry(self, stream: Stream[Any], retries: int) -> None:
-        await asyncio.sleep(self.client.backoff.delay(retries))
+        stream.retrying = True
+        try:
+            await asyncio.sleep(self.client.backoff.delay(retries))
+        finally:
+            stream.retrying = False
         await self.subscribe(stream, retries + 1)
 
     async def _track_again(self, stream: BroadcastChannel) -> None:

@@ -72,6 +72,7 @@ class Stream(Generic[T]):
         self.ever_acked = False
         self.acked = False  # on the current connection
         self.subscribed_by: object = None  # the session that last sent this stream's subscribe
+        self.retrying = False  # a subscribe is scheduled again
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property

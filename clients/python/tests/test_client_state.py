@@ -197,3 +197,11 @@ def test_the_bucket_halves_its_rate_when_the_server_says_rate_limited() -> None:
     for _ in range(10):
         bucket.slow_down()
     assert (bucket.rate, bucket.burst) == (1, 1)  # never below one message a second
+
+
+def test_a_diff_applies_its_leaves_before_its_joins() -> None:
+    presence = Presence()
+    presence.apply(PresenceState("broadcast:r", {"ann": (PresenceEntry("p1", 1),)}))
+    again = (PresenceEntry("p1", 2),)
+    presence.apply(PresenceDiff("broadcast:r", joins={"ann": again}, updates={}, leaves={"ann": again}))
+    assert presence.state() == {"ann": [PresenceEntry("p1", 2)]}

@@ -24,8 +24,7 @@ class Presence:
             self._entries = {}
             self._add(message.presences)
             return
-        self._add(message.joins)
-        self._add(message.updates)
+        # The protocol's order: leaves first, then joins and updates, by presence_id.
         for key, entries in message.leaves.items():
             held = self._entries.get(key)
             if held is None:
@@ -34,6 +33,8 @@ class Presence:
                 held.pop(entry.presence_id, None)
             if not held:
                 del self._entries[key]
+        self._add(message.joins)
+        self._add(message.updates)
 
     def _add(self, presences: Presences) -> None:
         for key, entries in presences.items():

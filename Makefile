@@ -13,8 +13,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml clients/python/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]' -e clients/python
 	touch $@ $(VENV)/.installed
 
 ## Serve on :8080 (migrations first); without DATABASE_URL, an embedded PostgreSQL under .data/.
@@ -30,8 +30,8 @@ test: $(VENV)/.installed-dev lint
 	$(MAKE) clients-test
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check app tests bench alembic clients/typescript/test/support
-	$(BIN)/mypy app
+	$(BIN)/ruff check app tests bench alembic clients/typescript/test/support clients/python
+	$(BIN)/mypy app clients/python/src
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -66,6 +66,12 @@ class ServerProcess:
             return False
         return True
 
+    def kill(self) -> int:
+        """SIGKILL (no shutdown of any kind: sockets reset, nothing flushed), then the exit status."""
+        if self.process.poll() is None:
+            self.process.kill()
+        return self.process.wait()
+
     def stop(self) -> int:
         """SIGTERM, then wait for the exit status (SIGKILL if it does not exit in time)."""
         if self.process.poll() is None:
@@ -86,10 +92,13 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def server_process(env: Mapping[str, str], *args: str) -> AsyncIterator[ServerProcess]:
+async def server_process(
+    env: Mapping[str, str], *args: str, port: int | None = None
+) -> AsyncIterator[ServerProcess]:
     """Starts the service with `env` added to this process's environment and waits until /readyz answers
-    200; stops it with SIGTERM on exit. `args` are extra `serve` arguments (e.g. "--no-migrate")."""
-    port = free_port()
+    200; stops it with SIGTERM on exit. `args` are extra `serve` arguments (e.g. "--no-migrate"); `port`
+    (default: a free one) lets a test restart a server where its clients will look for it."""
+    port = free_port() if port is None else port
     command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with tempfile.TemporaryDirectory(prefix="fluxbase-server-") as directory:
         log_path = Path(directory) / "server.log"

@@ -1,0 +1,286 @@
+"""Logical capture: one consumer among all instances streams the slot and writes the change log.
+
+The consumer holds a session advisory lock on its own connection, and writes every batch on that same
+connection: if the process dies, the lock goes with its session, and another instance (retrying every
+`takeover_interval`) takes over. Each batch is one statement, `log_decoded_changes`, one transaction: the
+changes (in commit order, `ord` = position in the batch), the progress row (the source transaction's
+commit LSN and how many of its changes are written) and one NOTIFY. Only after it commits is the slot told
+it may release the WAL (the end of the last whole transaction written). Sent again after a crash, a
+transaction is skipped as far as the progress row says it was written: nothing lost, nothing twice.
+A large transaction is written in batches of `batch_size` changes, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from app.services import pgoutput
+from app.services.logical_stream import ReplicationStream, StreamError
+from app.services.replication_slot import replace_lost_slot, slot_state
+
+log = logging.getLogger(__name__)
+
+LOCK = "SELECT pg_try_advisory_lock(hashtext('fluxbase_realtime.logical_consumer'))"
+PROGRESS = "SELECT commit_lsn::text, written, complete FROM fluxbase_realtime.logical_progress"
+WRITE = "SELECT fluxbase_realtime.log_decoded_changes(%s, %s, %s, %s, %s, %s::pg_lsn, %s, %s)"
+COLUMNS = """
+SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
+FROM pg_attribute a
+WHERE a.attrelid = fluxbase_realtime.find_table(%s, %s) AND a.attnum > 0 AND NOT a.attisdropped
+"""
+STATUS_INTERVAL = 5.0  # seconds between status updates to the server when nothing else prompts one
+
+
+class _Batch:
+    """Decoded changes not yet written, as the parallel arrays log_decoded_changes takes."""
+
+    def __init__(self) -> None:
+        self.schemas: list[str] = []
+        self.tables: list[str] = []
+        self.ops: list[str] = []
+        self.new_rows: list[str | None] = []
+        self.old_rows: list[str | None] = []
+        self.size = 0
+
+    def add(self, relation: pgoutput.Relation, op: str, new: str | None, old: str | None) -> None:
+        self.schemas.append(relation.schema)
+        self.tables.append(relation.name)
+        self.ops.append(op)
+        self.new_rows.append(new)
+        self.old_rows.append(old)
+        self.size += len(new or "") + len(old or "") + 64
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+
+class LogicalCapture:
+    """Runs forever: wins the consumer lock (or waits for it), then streams the slot into the change log."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        slot: str,
+        publication: str,
+        batch_size: int,
+        batch_bytes: int,
+        takeover_interval: float,
+        on_written: Callable[[], None],
+    ) -> None:
+        self._conninfo = conninfo
+        self._slot = slot
+        self._publication = publication
+        self._batch_size = batch_size
+        self._batch_bytes = batch_bytes
+        self._takeover_interval = takeover_interval
+        self._on_written = on_written
+        self.leading = False
+        self.changes_written = 0
+        # The commit time of the oldest transaction received but not yet confirmed (None: none is).
+        self.behind_since: datetime | None = None
+
+    @property
+    def lag_seconds(self) -> float | None:
+        if not self.leading:
+            return None
+        behind = self.behind_since
+        return 0.0 if behind is None else max(0.0, (datetime.now(UTC) - behind).total_seconds())
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    application_name="fluxbase-realtime-consumer",
+                    keepalives=1,
+                    keepalives_idle=10,
+                    keepalives_interval=5,
+                    keepalives_count=3,
+                ) as writer:
+                    await self._become_consumer(writer)
+                    self.leading = True
+                    log.info("logical_consumer_leading slot=%s", self._slot)
+                    failures = 0
+                    await self._consume(writer)
+            except (psycopg.Error, OSError, pgoutput.ProtocolError) as error:
+                failures += 1
+                delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+                log.warning("logical_consumer_failed error=%r retry_in=%.2fs", str(error)[:300], delay)
+                await asyncio.sleep(delay)
+            finally:
+                self.leading = False
+                self.behind_since = None
+
+    async def _become_consumer(self, writer: psycopg.AsyncConnection[Any]) -> None:
+        """Return once this session holds the consumer lock (polled: a dead holder's session ends, and
+        PostgreSQL releases its lock, within moments of the process dying)."""
+        while True:
+            row = await (await writer.execute(LOCK)).fetchone()
+            if row is not None and row[0]:
+                return
+            await asyncio.sleep(self._takeover_interval)
+
+    async def _open(self, writer: psycopg.AsyncConnection[Any]) -> ReplicationStream:
+        while True:
+            try:
+                return await ReplicationStream.open(self._conninfo, self._slot, self._publication)
+            except StreamError as error:
+                if error.code == "55006":  # still active: the previous consumer's walsender is exiting
+                    await asyncio.sleep(min(self._takeover_interval, 0.2))
+                    continue
+                if error.code not in ("42704", "55000"):  # undefined_object, object_not_in_prerequisite_state
+                    raise
+                state = await slot_state(writer, self._slot)
+                if state.usable:
+                    raise
+                await replace_lost_slot(writer, self._slot, state)
+
+    async def _consume(self, writer: psycopg.AsyncConnection[Any]) -> None:
+        stream = await self._open(writer)
+        try:
+            await _Session(self, writer, stream).run()
+        finally:
+            await stream.close()
+
+
+class _Session:
+    """One stream's worth of state: relations seen, the transaction being read, the batch being built."""
+
+    def __init__(
+        self, capture: LogicalCapture, writer: psycopg.AsyncConnection[Any], stream: ReplicationStream
+    ) -> None:
+        self._capture = capture
+        self._writer = writer
+        self._stream = stream
+        self._relations: dict[int, tuple[pgoutput.Relation, tuple[int | None, ...]]] = {}
+        self._batch = _Batch()
+        self._begin: pgoutput.Begin | None = None  # the transaction being read, between Begin and Commit
+        self._position = 0  # changes of that transaction seen so far
+        self._skip = 0  # how many of its first changes were already written (before a restart)
+        self._last_commit: pgoutput.Begin | None = None  # the last whole transaction in the batch
+        self._last_commit_count = 0
+        self._received_end = 0  # end LSN of the last Commit read (its changes are written or in the batch)
+        self._confirmed = 0
+        self._status_due = time.monotonic() + STATUS_INTERVAL
+
+    async def run(self) -> None:
+        row = await (await self._writer.execute(PROGRESS)).fetchone()
+        assert row is not None
+        self._written_lsn, self._written_count, self._written_complete = (
+            pgoutput.parse_lsn(row[0]),
+            int(row[1]),
+            bool(row[2]),
+        )
+        while True:
+            message = self._stream.poll()
+            if message is None:
+                # Nothing more has arrived: write what is read, so a change waits for no batch to fill.
+                await self._write()
+                await self._send_status_if_due()
+                message = await self._stream.read(wait=STATUS_INTERVAL)
+                if message is None:
+                    continue
+            if isinstance(message, pgoutput.Keepalive):
+                if self._begin is None and not self._batch:
+                    # Everything sent before this keepalive is written: the slot may move up to it.
+                    self._received_end = max(self._received_end, message.wal_end)
+                if message.reply_requested:
+                    self._status_due = 0
+                continue
+            await self._handle(pgoutput.parse_message(message.payload))
+            if (
+                len(self._batch) >= self._capture._batch_size
+                or self._batch.size >= self._capture._batch_bytes
+            ):
+                await self._write()
+
+    async def _handle(self, message: pgoutput.Message) -> None:
+        if isinstance(message, pgoutput.Begin):
+            self._begin, self._position = message, 0
+            if self._capture.behind_since is None:
+                self._capture.behind_since = message.committed_at
+            if message.final_lsn < self._written_lsn or (
+                message.final_lsn == self._written_lsn and self._written_complete
+            ):
+                self._skip = -1  # written whole before a restart
+            elif message.final_lsn == self._written_lsn:
+                self._skip = self._written_count
+            else:
+                self._skip = 0
+        elif isinstance(message, pgoutput.Commit):
+            if self._begin is not None and self._skip != -1:
+                self._last_commit, self._last_commit_count = self._begin, self._position
+            self._begin = None
+            self._received_end = message.end_lsn
+        elif isinstance(message, pgoutput.Relation):
+            self._relations[message.oid] = (message, await self._positions(message))
+        elif isinstance(message, pgoutput.Insert | pgoutput.Update | pgoutput.Delete):
+            self._position += 1
+            if self._skip == -1 or self._position <= self._skip:
+                return
+            self._add(message)
+
+    def _add(self, message: pgoutput.Insert | pgoutput.Update | pgoutput.Delete) -> None:
+        relation, positions = self._relations[message.relation_oid]
+        if isinstance(message, pgoutput.Insert):
+            self._batch.add(relation, "INSERT", pgoutput.row_literal(message.new, positions), None)
+        elif isinstance(message, pgoutput.Update):
+            old = message.old
+            new = pgoutput.fill_unchanged(message.new, None if message.old_is_key else old)
+            old_literal = pgoutput.row_literal(old, positions) if old is not None else None
+            self._batch.add(relation, "UPDATE", pgoutput.row_literal(new, positions), old_literal)
+        else:
+            self._batch.add(relation, "DELETE", None, pgoutput.row_literal(message.old, positions))
+
+    async def _positions(self, relation: pgoutput.Relation) -> tuple[int | None, ...]:
+        """For each of the table's current columns, its index in the stream's rows (by name)."""
+        row = await (await self._writer.execute(COLUMNS, (relation.schema, relation.name))).fetchone()
+        names = list(row[0]) if row else []
+        streamed = {column.name: index for index, column in enumerate(relation.columns)}
+        if not names:  # dropped since: keep the stream's order; the log gets the text (sql/0018)
+            return tuple(range(len(relation.columns)))
+        return tuple(streamed.get(name) for name in names)
+
+    async def _write(self) -> None:
+        """Write the batch (one transaction), then confirm the last whole transaction it completed."""
+        if self._batch:
+            if self._begin is not None and self._skip != -1:
+                lsn, written, complete = self._begin.final_lsn, self._position, False
+            else:
+                assert self._last_commit is not None
+                lsn, written, complete = self._last_commit.final_lsn, self._last_commit_count, True
+            batch = self._batch
+            await self._writer.execute(
+                WRITE,
+                (batch.schemas, batch.tables, batch.ops, batch.new_rows, batch.old_rows,
+                 pgoutput.lsn_text(lsn), written, complete),
+                prepare=True,
+            )  # fmt: skip
+            self._written_lsn, self._written_count, self._written_complete = lsn, written, complete
+            self._capture.changes_written += len(batch)
+            self._batch = _Batch()
+            self._capture._on_written()
+        if self._received_end > self._confirmed:
+            self._confirmed = self._received_end
+            if self._begin is None:
+                self._capture.behind_since = None
+            await self._send_status()
+
+    async def _send_status_if_due(self) -> None:
+        if time.monotonic() >= self._status_due:
+            await self._send_status()
+
+    async def _send_status(self) -> None:
+        await self._stream.send_status(self._confirmed, now=datetime.now(UTC))
+        self._status_due = time.monotonic() + STATUS_INTERVAL

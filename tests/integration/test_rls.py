@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import JWT_SECRET
 from tests.support.client import RealtimeClient, realtime_client
+from tests.support.modes import BOTH_MODES
 from tests.support.server import ServerThread
 
 ALICE, BOB, CAROL = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
@@ -118,6 +119,7 @@ async def _sentinels(db: psycopg.AsyncConnection, table: str) -> None:
     await _insert(db, table, public=True, title="sentinel")
 
 
+@BOTH_MODES
 async def test_owner_team_and_restrictive_policies_decide_who_sees_an_insert(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -138,6 +140,7 @@ async def test_owner_team_and_restrictive_policies_decide_who_sees_an_insert(
     }
 
 
+@BOTH_MODES
 async def test_columns_the_role_may_not_select_are_never_sent(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -153,6 +156,7 @@ async def test_columns_the_role_may_not_select_are_never_sent(
     assert received_by_service[0]["payload"]["record"]["secret"] == "s3cr3t"  # service_role: everything
 
 
+@BOTH_MODES
 async def test_service_role_sees_every_row(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -164,6 +168,7 @@ async def test_service_role_sees_every_row(
     assert seen == [("INSERT", "bob's"), ("INSERT", "nobody's")]
 
 
+@BOTH_MODES
 async def test_a_token_with_role_anon_acts_as_anon(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -187,6 +192,7 @@ async def test_a_role_claim_outside_the_allow_list_is_refused_at_connect(
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
 
+@BOTH_MODES
 async def test_delete_goes_only_to_those_who_could_see_the_row(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -202,6 +208,7 @@ async def test_delete_goes_only_to_those_who_could_see_the_row(
     assert seen["bob"] == [] and seen["anon"] == []
 
 
+@BOTH_MODES
 async def test_an_update_moving_a_row_out_of_view_is_a_key_only_delete(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -226,6 +233,7 @@ async def test_an_update_moving_a_row_out_of_view_is_a_key_only_delete(
     assert seen["carol"] == []
 
 
+@BOTH_MODES
 async def test_an_update_within_view_carries_the_old_record(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -241,6 +249,7 @@ async def test_an_update_within_view_carries_the_old_record(
     assert (updated["payload"]["old_record"]["title"], updated["payload"]["record"]["title"]) == ("v1", "v2")
 
 
+@BOTH_MODES
 async def test_a_failing_policy_affects_only_its_audience(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -290,6 +299,7 @@ async def test_subscribing_without_a_policy_or_a_grant_is_refused(
     assert "may not SELECT" in no_grant["error"]
 
 
+@BOTH_MODES
 async def test_replay_applies_the_same_policies(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -307,6 +317,7 @@ async def test_replay_applies_the_same_policies(
     assert "secret" not in replayed[0]["payload"]["record"]
 
 
+@BOTH_MODES
 async def test_all_audiences_of_a_role_share_one_check_per_batch(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:

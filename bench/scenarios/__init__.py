@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.scenarios import connections, fanout, ingest, latency, overhead, payload, pgbench, rls
+from bench.scenarios import capture, connections, fanout, ingest, latency, overhead, payload, pgbench, rls
 from bench.scenarios.base import Scenario
 
 ALL: tuple[Scenario, ...] = (
@@ -12,6 +12,7 @@ ALL: tuple[Scenario, ...] = (
     connections.SCENARIO,
     overhead.SCENARIO,
     pgbench.SCENARIO,
+    capture.SCENARIO,
     payload.SCENARIO,
     rls.SCENARIO,
 )

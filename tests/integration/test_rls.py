@@ -270,7 +270,7 @@ async def test_a_failing_policy_affects_only_its_audience(
         seen_by_alice = _summary(await _until_sentinel_of(clients["alice"], ALICE, db, docs))
         carol_messages = [await clients["carol"].receive() for _ in range(2)]
     assert seen_by_alice == [("INSERT", "alice's")]
-    assert [m["type"] for m in carol_messages] == ["error", "error"]
+    assert [m["type"] for m in carol_messages] == ["error", "error"], carol_messages
     assert all(m["code"] == "authorization_failed" for m in carol_messages)
 
 

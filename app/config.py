@@ -117,6 +117,9 @@ class Settings(BaseSettings):
         ge=1,
         description="Logical mode: log a warning when the slot holds more WAL than this.",
     )
+    realtime_slot_drain_timeout: float = Field(
+        default=60.0, gt=0, description="Back in trigger mode: seconds to drain the slot before giving up."
+    )
     realtime_slot_check_interval: float = Field(
         default=10.0, gt=0, description="Logical mode: seconds between checks of the slot's lag and health."
     )

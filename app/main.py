@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
@@ -47,6 +47,18 @@ log = logging.getLogger(__name__)
 AudienceFrames = Mapping[Audience, str | None]
 
 
+def logical_capture(settings: Settings, conninfo: str, on_written: Callable[[], None]) -> LogicalCapture:
+    return LogicalCapture(
+        conninfo,
+        slot=settings.realtime_slot,
+        publication=settings.realtime_publication,
+        batch_size=settings.realtime_logical_batch,
+        batch_bytes=settings.realtime_logical_batch_bytes,
+        takeover_interval=settings.realtime_consumer_takeover_interval,
+        on_written=on_written,
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build an isolated application; nothing connects until the lifespan starts."""
     if not settings.database_url:
@@ -68,7 +80,14 @@ def create_app(settings: Settings) -> FastAPI:
                 "SELECT fluxbase_realtime.configure_notify_channel(%s)", (settings.realtime_notify_channel,)
             )
             await prepare_capture(
-                conn, settings.realtime_capture, settings.realtime_publication, settings.realtime_slot
+                conn,
+                settings.realtime_capture,
+                settings.realtime_publication,
+                settings.realtime_slot,
+                drain=lambda lsn: asyncio.wait_for(
+                    logical_capture(settings, conninfo, lambda: None).drain(lsn),
+                    settings.realtime_slot_drain_timeout,
+                ),
             )
         hub = Hub(
             send_queue_size=settings.realtime_send_queue_size,
@@ -153,15 +172,8 @@ def create_app(settings: Settings) -> FastAPI:
         capture: LogicalCapture | None = None
         slot_monitor: SlotMonitor | None = None
         if settings.realtime_capture == "logical":
-            capture = LogicalCapture(
-                conninfo,
-                slot=settings.realtime_slot,
-                publication=settings.realtime_publication,
-                batch_size=settings.realtime_logical_batch,
-                batch_bytes=settings.realtime_logical_batch_bytes,
-                takeover_interval=settings.realtime_consumer_takeover_interval,
-                on_written=feed.wake,  # this instance's feed at once; the others by the batch's NOTIFY
-            )
+            # This instance's feed is woken at once; the others by the batch's NOTIFY.
+            capture = logical_capture(settings, conninfo, feed.wake)
             slot_monitor = SlotMonitor(
                 pool,
                 settings.realtime_slot,

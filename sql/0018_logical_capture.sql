@@ -193,7 +193,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Set at each service start: the mode and the publication, moving every realtime table to the mode's
--- mechanism when it changes. In logical mode the slot must exist before this runs (see the header).
+-- mechanism when it changes. In logical mode the slot must exist before this runs (see the header); back
+-- in trigger mode, the slot must have been drained in the same transaction, after
+-- lock_published_tables() (app/services/replication_slot.py: prepare_capture).
 CREATE FUNCTION fluxbase_realtime.configure_capture(wanted_mode text, wanted_publication name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -231,6 +233,25 @@ END
 $$;
 REVOKE ALL ON FUNCTION fluxbase_realtime.configure_capture(text, name) FROM PUBLIC;
 
+-- Back to triggers: until the switch commits, no realtime table may change (SHARE ROW EXCLUSIVE lets
+-- readers through, not writers), so that the slot can be drained up to a position after which nothing
+-- but the triggers captures, and ids stay in commit order across the switch.
+CREATE FUNCTION fluxbase_realtime.lock_published_tables() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel regclass;
+BEGIN
+    FOR rel IN
+        SELECT pr.prrelid::regclass FROM pg_publication_rel pr
+        JOIN pg_publication p ON p.oid = pr.prpubid
+        JOIN fluxbase_realtime.capture_mode m ON p.pubname = m.publication
+    LOOP
+        EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', rel);
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION fluxbase_realtime.lock_published_tables() FROM PUBLIC;
+
 -- One batch of decoded changes into the change log, as one transaction of the consumer's (`ord` is the
 -- position in the batch), with the progress row and one NOTIFY for every instance's feed. Records arrive
 -- as row literals in the table's column order (app/services/pgoutput.py: row_literal): cast to the
@@ -252,7 +273,7 @@ BEGIN
         rel := fluxbase_realtime.find_table(target.s, target.t);
         BEGIN
             IF rel IS NULL THEN
-                RAISE EXCEPTION USING ERRCODE = 'undefined_table';
+                RAISE EXCEPTION 'the table no longer exists' USING ERRCODE = 'undefined_table';
             END IF;
             EXECUTE format($q$
                 INSERT INTO fluxbase_realtime.change_log (txid, ord, schema_name, table_name, op, record, old_record)

@@ -24,7 +24,7 @@ import psycopg
 
 from app.services import pgoutput
 from app.services.logical_stream import ReplicationStream, StreamError
-from app.services.replication_slot import replace_lost_slot, slot_state
+from app.services.replication_slot import SlotError, replace_lost_slot, slot_state
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,29 @@ class LogicalCapture:
                 return
             await asyncio.sleep(self._takeover_interval)
 
-    async def _open(self, writer: psycopg.AsyncConnection[Any]) -> ReplicationStream:
+    async def drain(self, until_lsn: int) -> None:
+        """Write the slot's changes up to `until_lsn` into the log, then return (the switch back to
+        triggers: see replication_slot.prepare_capture). Raises SlotError when that cannot be done."""
+        async with await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, application_name="fluxbase-realtime-consumer"
+        ) as writer:
+            row = await (await writer.execute(LOCK)).fetchone()
+            if not (row and row[0]):
+                raise SlotError(
+                    f"slot {self._slot} is being consumed by an instance in logical mode: stop every "
+                    "instance in logical mode before starting one with REALTIME_CAPTURE=trigger"
+                )
+            stream = await self._open(writer, replace_lost=False)
+            if stream is None:
+                return
+            try:
+                await _Session(self, writer, stream, stop_at=until_lsn).run()
+            finally:
+                await stream.close()
+
+    async def _open(
+        self, writer: psycopg.AsyncConnection[Any], *, replace_lost: bool = True
+    ) -> ReplicationStream | None:
         while True:
             try:
                 return await ReplicationStream.open(self._conninfo, self._slot, self._publication)
@@ -144,10 +166,13 @@ class LogicalCapture:
                 state = await slot_state(writer, self._slot)
                 if state.usable:
                     raise
+                if not replace_lost:
+                    return None
                 await replace_lost_slot(writer, self._slot, state)
 
     async def _consume(self, writer: psycopg.AsyncConnection[Any]) -> None:
         stream = await self._open(writer)
+        assert stream is not None
         try:
             await _Session(self, writer, stream).run()
         finally:
@@ -158,9 +183,15 @@ class _Session:
     """One stream's worth of state: relations seen, the transaction being read, the batch being built."""
 
     def __init__(
-        self, capture: LogicalCapture, writer: psycopg.AsyncConnection[Any], stream: ReplicationStream
+        self,
+        capture: LogicalCapture,
+        writer: psycopg.AsyncConnection[Any],
+        stream: ReplicationStream,
+        *,
+        stop_at: int | None = None,
     ) -> None:
         self._capture = capture
+        self._stop_at = stop_at  # return once everything up to here is written and confirmed
         self._writer = writer
         self._stream = stream
         self._relations: dict[int, tuple[pgoutput.Relation, tuple[int | None, ...]]] = {}
@@ -187,6 +218,8 @@ class _Session:
             if message is None:
                 # Nothing more has arrived: write what is read, so a change waits for no batch to fill.
                 await self._write()
+                if self._stop_at is not None and self._confirmed >= self._stop_at:
+                    return
                 await self._send_status_if_due()
                 message = await self._stream.read(wait=STATUS_INTERVAL)
                 if message is None:

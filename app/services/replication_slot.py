@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
+
+from app.services.pgoutput import parse_lsn
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +83,20 @@ async def replace_lost_slot(conn: psycopg.AsyncConnection[Any], slot: str, state
     await conn.execute("SELECT fluxbase_realtime.record_capture_gap()")
 
 
-async def prepare_capture(conn: psycopg.AsyncConnection[Any], mode: str, publication: str, slot: str) -> None:
-    """At service start: set the capture mode and move every realtime table to it. In logical mode the
-    slot is created first (see sql/0018_logical_capture.sql for why that order loses nothing)."""
+async def prepare_capture(
+    conn: psycopg.AsyncConnection[Any],
+    mode: str,
+    publication: str,
+    slot: str,
+    drain: Callable[[int], Awaitable[None]],
+) -> None:
+    """At service start: set the capture mode and move every realtime table to it.
+
+    Towards logical mode the slot is created first (see sql/0018_logical_capture.sql for why that order
+    loses nothing). Back to triggers, what committed before the switch is only in the slot: the realtime
+    tables are locked against writes, `drain(lsn)` writes the slot's changes up to now into the log, and
+    the switch commits; writers wait for that long. Then the slot is dropped.
+    """
     row = await (await conn.execute("SELECT fluxbase_realtime.current_capture_mode()")).fetchone()
     was_logical = row is not None and row[0] == "logical"
     if mode == "logical":
@@ -97,9 +111,11 @@ async def prepare_capture(conn: psycopg.AsyncConnection[Any], mode: str, publica
                 if state.exists:
                     await conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
                 await create_slot(conn, slot)
-    await conn.execute(CONFIGURE, (mode, publication))
-    if mode == "trigger":
-        state = await slot_state(conn, slot)
+        await conn.execute(CONFIGURE, (mode, publication))
+        return
+    state = await slot_state(conn, slot)
+    if not (was_logical and state.usable):
+        await conn.execute(CONFIGURE, (mode, publication))
         if state.exists:
             log.warning(
                 "logical_slot_unused slot=%s lag_bytes=%s: the service captures with triggers, and the slot "
@@ -107,6 +123,28 @@ async def prepare_capture(conn: psycopg.AsyncConnection[Any], mode: str, publica
                 slot,
                 state.lag_bytes,
             )
+        return
+    async with conn.transaction():
+        await conn.execute("SELECT fluxbase_realtime.lock_published_tables()")
+        lsn_row = await (await conn.execute("SELECT pg_current_wal_lsn()::text")).fetchone()
+        assert lsn_row is not None
+        try:
+            await drain(parse_lsn(lsn_row[0]))
+        except TimeoutError:
+            raise SlotError(
+                f"the slot {slot} could not be drained in time (REALTIME_SLOT_DRAIN_TIMEOUT) while switching "
+                "back to triggers; nothing was switched: start again, or keep REALTIME_CAPTURE=logical"
+            ) from None
+        await conn.execute(CONFIGURE, (mode, publication))
+    while True:  # the drain's walsender may take a moment to let go of the slot
+        try:
+            await conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            break
+        except errors.ObjectInUse:
+            await asyncio.sleep(0.05)
+        except errors.UndefinedObject:
+            break
+    log.info("logical_slot_drained slot=%s: capturing with triggers from here on", slot)
 
 
 async def drop_slot(conn: psycopg.AsyncConnection[Any], slot: str) -> bool:

@@ -35,10 +35,16 @@ def capture_env(database_url: str) -> dict[str, str]:
     return {key.upper(): str(value) for key, value in _LOGICAL.get(database_url, {}).items()}
 
 
+def logical_settings(url: str) -> dict[str, object]:
+    """The settings of logical mode for this database (its own slot: slots are per cluster)."""
+    slot = "slot_" + str(psycopg.conninfo.conninfo_to_dict(url)["dbname"]).removeprefix("fluxbase_test_")
+    return {"realtime_capture": "logical", "realtime_slot": slot}
+
+
 def switch_to_logical(url: str) -> str:
     """Create the database's slot and switch it to logical capture (as a service start would); its slot."""
-    slot = "slot_" + str(psycopg.conninfo.conninfo_to_dict(url)["dbname"]).removeprefix("fluxbase_test_")
-    _LOGICAL[url] = {"realtime_capture": "logical", "realtime_slot": slot}
+    _LOGICAL[url] = logical_settings(url)
+    slot = str(_LOGICAL[url]["realtime_slot"])
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT fluxbase_realtime.configure_capture('trigger', 'fluxbase_realtime')")
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))

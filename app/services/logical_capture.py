@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import psycopg
 
 from app.services import pgoutput
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 LOCK = "SELECT pg_try_advisory_lock(hashtext('fluxbase_realtime.logical_consumer'))"
 PROGRESS = "SELECT commit_lsn::text, written, complete FROM fluxbase_realtime.logical_progress"
-WRITE = "SELECT fluxbase_realtime.log_decoded_changes(%s, %s, %s, %s, %s, %s::pg_lsn, %s, %s)"
+WRITE = "SELECT fluxbase_realtime.log_decoded_changes(%s::json, %s::pg_lsn, %s, %s)"
 COLUMNS = """
 SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
 FROM pg_attribute a
@@ -40,26 +41,18 @@ STATUS_INTERVAL = 5.0  # seconds between status updates to the server when nothi
 
 
 class _Batch:
-    """Decoded changes not yet written, as the parallel arrays log_decoded_changes takes."""
+    """Decoded changes not yet written: [schema, table, op, new row, old row] each, sent as one JSON text."""
 
     def __init__(self) -> None:
-        self.schemas: list[str] = []
-        self.tables: list[str] = []
-        self.ops: list[str] = []
-        self.new_rows: list[str | None] = []
-        self.old_rows: list[str | None] = []
+        self.changes: list[tuple[str, str, str, str | None, str | None]] = []
         self.size = 0
 
     def add(self, relation: pgoutput.Relation, op: str, new: str | None, old: str | None) -> None:
-        self.schemas.append(relation.schema)
-        self.tables.append(relation.name)
-        self.ops.append(op)
-        self.new_rows.append(new)
-        self.old_rows.append(old)
+        self.changes.append((relation.schema, relation.name, op, new, old))
         self.size += len(new or "") + len(old or "") + 64
 
     def __len__(self) -> int:
-        return len(self.ops)
+        return len(self.changes)
 
 
 class LogicalCapture:
@@ -203,9 +196,19 @@ class _Session:
         self._last_commit_count = 0
         self._received_end = 0  # end LSN of the last Commit read (its changes are written or in the batch)
         self._confirmed = 0
+        self._pending: asyncio.Future[Any] | None = None  # the batch being written
+        self._pending_changes = 0
+        self._pending_end = 0  # what may be confirmed once it has committed
         self._status_due = time.monotonic() + STATUS_INTERVAL
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._pending is not None:
+                self._pending.cancel()
+
+    async def _run(self) -> None:
         row = await (await self._writer.execute(PROGRESS)).fetchone()
         assert row is not None
         self._written_lsn, self._written_count, self._written_complete = (
@@ -239,7 +242,12 @@ class _Session:
                 await self._write()
 
     async def _handle(self, message: pgoutput.Message) -> None:
-        if isinstance(message, pgoutput.Begin):
+        if isinstance(message, pgoutput.Insert | pgoutput.Update | pgoutput.Delete):  # nearly every message
+            self._position += 1
+            if self._skip == -1 or self._position <= self._skip:
+                return
+            self._add(message)
+        elif isinstance(message, pgoutput.Begin):
             self._begin, self._position = message, 0
             if self._capture.behind_since is None:
                 self._capture.behind_since = message.committed_at
@@ -258,11 +266,6 @@ class _Session:
             self._received_end = message.end_lsn
         elif isinstance(message, pgoutput.Relation):
             self._relations[message.oid] = (message, await self._positions(message))
-        elif isinstance(message, pgoutput.Insert | pgoutput.Update | pgoutput.Delete):
-            self._position += 1
-            if self._skip == -1 or self._position <= self._skip:
-                return
-            self._add(message)
 
     def _add(self, message: pgoutput.Insert | pgoutput.Update | pgoutput.Delete) -> None:
         relation, positions = self._relations[message.relation_oid]
@@ -285,28 +288,45 @@ class _Session:
             return tuple(range(len(relation.columns)))
         return tuple(streamed.get(name) for name in names)
 
-    async def _write(self) -> None:
-        """Write the batch (one transaction), then confirm the last whole transaction it completed."""
+    async def _write(self, *, wait: bool = True) -> None:
+        """Write the batch (one transaction), then confirm the last whole transaction it completed.
+
+        With `wait=False` (a full batch in the middle of a burst) the write runs while the next batch is
+        decoded; at most one is in flight, and nothing is confirmed before its write has committed.
+        """
         if self._batch:
             if self._begin is not None and self._skip != -1:
                 lsn, written, complete = self._begin.final_lsn, self._position, False
             else:
                 assert self._last_commit is not None
                 lsn, written, complete = self._last_commit.final_lsn, self._last_commit_count, True
-            batch = self._batch
-            await self._writer.execute(
-                WRITE,
-                (batch.schemas, batch.tables, batch.ops, batch.new_rows, batch.old_rows,
-                 pgoutput.lsn_text(lsn), written, complete),
-                prepare=True,
-            )  # fmt: skip
+            await self._finish_pending()
+            batch, self._batch = self._batch, _Batch()
+            self._pending = asyncio.ensure_future(
+                self._writer.execute(
+                    WRITE,
+                    (orjson.dumps(batch.changes).decode(), pgoutput.lsn_text(lsn), written, complete),
+                    prepare=True,
+                )
+            )
+            self._pending_changes = len(batch)
+            self._pending_end = self._received_end
             self._written_lsn, self._written_count, self._written_complete = lsn, written, complete
-            self._capture.changes_written += len(batch)
-            self._batch = _Batch()
+        else:
+            self._pending_end = max(self._pending_end, self._received_end)
+        if wait:
+            await self._finish_pending()
+
+    async def _finish_pending(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+            self._capture.changes_written += self._pending_changes
+            self._pending_changes = 0
             self._capture._on_written()
-        if self._received_end > self._confirmed:
-            self._confirmed = self._received_end
-            if self._begin is None:
+        if self._pending_end > self._confirmed:
+            self._confirmed = self._pending_end
+            if self._begin is None and self._confirmed >= self._received_end:
                 self._capture.behind_since = None
             await self._send_status()
 

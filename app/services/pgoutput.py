@@ -67,7 +67,7 @@ def micros_since_epoch(moment: datetime) -> int:
 class XLogData:
     start: int  # WAL position where this message's data starts
     wal_end: int  # the server's current end of WAL
-    sent_at: datetime
+    sent_micros: int  # when the server sent it, in the protocol's microseconds (see timestamp())
     payload: bytes  # one pgoutput message
 
 
@@ -86,7 +86,7 @@ def parse_stream_message(data: bytes) -> XLogData | Keepalive:
         if len(data) < 25:
             raise ProtocolError("XLogData shorter than its header")
         start, end, sent = struct.unpack_from("!QQq", data, 1)
-        return XLogData(start, end, timestamp(sent), bytes(data[25:]))
+        return XLogData(start, end, sent, bytes(data[25:]))
     if kind == b"k":
         if len(data) != 18:
             raise ProtocolError(f"keepalive of {len(data)} bytes, not 18")
@@ -172,6 +172,10 @@ class Ignored:
 Message = Begin | Commit | Relation | Insert | Update | Delete | Truncate | Ignored
 
 
+_INT16 = struct.Struct("!h")
+_INT32 = struct.Struct("!i")
+
+
 class _Reader:
     """A cursor over one message's bytes; every read checks the bounds."""
 
@@ -206,21 +210,35 @@ class _Reader:
         return text
 
     def row(self) -> Row:
-        (count,) = self.unpack("!h")
-        values: list[Value] = []
-        for _ in range(count):
-            kind = self.take(1)
-            if kind == b"n":
-                values.append(None)
-            elif kind == b"u":
-                values.append(UNCHANGED)
-            elif kind == b"t":
-                (length,) = self.unpack("!i")
-                values.append(self.take(length).decode("utf-8"))
-            elif kind == b"b":
-                raise ProtocolError("binary tuple data was not requested")
-            else:
-                raise ProtocolError(f"unknown tuple data kind {kind!r}")
+        # The hot path of decoding (every changed row): offsets and unpack_from, no intermediate slices.
+        data, offset = self.data, self.offset
+        try:
+            (count,) = _INT16.unpack_from(data, offset)
+            offset += 2
+            values: list[Value] = []
+            append = values.append
+            for _ in range(count):
+                kind = data[offset]
+                offset += 1
+                if kind == 0x74:  # 't'
+                    (length,) = _INT32.unpack_from(data, offset)
+                    offset += 4
+                    end = offset + length
+                    if length < 0 or end > len(data):
+                        raise ProtocolError("message ends early")
+                    append(data[offset:end].decode("utf-8"))
+                    offset = end
+                elif kind == 0x6E:  # 'n'
+                    append(None)
+                elif kind == 0x75:  # 'u'
+                    append(UNCHANGED)
+                elif kind == 0x62:  # 'b'
+                    raise ProtocolError("binary tuple data was not requested")
+                else:
+                    raise ProtocolError(f"unknown tuple data kind {bytes([kind])!r}")
+        except (struct.error, IndexError):
+            raise ProtocolError("message ends early") from None
+        self.offset = offset
         return tuple(values)
 
     def end(self) -> None:
@@ -233,26 +251,8 @@ def parse_message(data: bytes) -> Message:
     reader = _Reader(data)
     kind = reader.take(1)
     message: Message
-    if kind == b"B":
-        final_lsn, committed, xid = reader.unpack("!QqI")
-        message = Begin(final_lsn, timestamp(committed), xid)
-    elif kind == b"C":
-        (_flags,) = reader.unpack("!B")
-        commit_lsn, end_lsn, committed = reader.unpack("!QQq")
-        message = Commit(commit_lsn, end_lsn, timestamp(committed))
-    elif kind == b"R":
-        (oid,) = reader.unpack("!I")
-        schema, name = reader.string(), reader.string()
-        identity = chr(reader.byte())
-        (count,) = reader.unpack("!h")
-        columns = []
-        for _ in range(count):
-            flags = reader.byte()
-            column_name = reader.string()
-            type_oid, modifier = reader.unpack("!Ii")
-            columns.append(Column(column_name, type_oid, modifier, bool(flags & 1)))
-        message = Relation(oid, schema, name, identity, tuple(columns))
-    elif kind == b"I":
+    # The changes first: they are nearly every message.
+    if kind == b"I":
         (oid,) = reader.unpack("!I")
         if reader.take(1) != b"N":
             raise ProtocolError("Insert without its new tuple")
@@ -274,6 +274,25 @@ def parse_message(data: bytes) -> Message:
         if marker not in (b"K", b"O"):
             raise ProtocolError("Delete without its old tuple or key")
         message = Delete(oid, reader.row(), marker == b"K")
+    elif kind == b"B":
+        final_lsn, committed, xid = reader.unpack("!QqI")
+        message = Begin(final_lsn, timestamp(committed), xid)
+    elif kind == b"C":
+        (_flags,) = reader.unpack("!B")
+        commit_lsn, end_lsn, committed = reader.unpack("!QQq")
+        message = Commit(commit_lsn, end_lsn, timestamp(committed))
+    elif kind == b"R":
+        (oid,) = reader.unpack("!I")
+        schema, name = reader.string(), reader.string()
+        identity = chr(reader.byte())
+        (count,) = reader.unpack("!h")
+        columns = []
+        for _ in range(count):
+            flags = reader.byte()
+            column_name = reader.string()
+            type_oid, modifier = reader.unpack("!Ii")
+            columns.append(Column(column_name, type_oid, modifier, bool(flags & 1)))
+        message = Relation(oid, schema, name, identity, tuple(columns))
     elif kind == b"T":
         (count,) = reader.unpack("!I")
         options = reader.byte()

@@ -116,7 +116,7 @@ def test_stream_framing() -> None:
     sent = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
     micros = pgoutput.micros_since_epoch(sent)
     data = b"w" + struct.pack("!QQq", 10, 20, micros) + INSERT
-    assert pgoutput.parse_stream_message(data) == XLogData(10, 20, sent, INSERT)
+    assert pgoutput.parse_stream_message(data) == XLogData(10, 20, micros, INSERT)
     assert pgoutput.parse_stream_message(b"k" + struct.pack("!Qq?", 30, micros, True)) == Keepalive(
         30, sent, True
     )

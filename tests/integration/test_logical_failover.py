@@ -1,14 +1,17 @@
 """Logical mode with the service as processes: the consumer killed (-9) mid-stream and mid-transaction, a
-second instance taking over, the slot dropped under the service."""
+second instance taking over, the slot dropped under the service or invalidated while it was down."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import os
+import shutil
 import signal
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,9 +19,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from app.services.embedded_postgres import EmbeddedPostgres
+from tests.conftest import make_settings
 from tests.support.client import RealtimeClient, realtime_client
 from tests.support.modes import capture_env, logical_database, slot_for
 from tests.support.processes import ServerProcess, server_process
+from tests.support.server import ServerThread
 
 # Bounds against hanging, never measurements of speed.
 HANG_GUARD = 60.0
@@ -203,3 +209,58 @@ async def test_the_slot_dropped_under_the_service_is_a_replay_gap_not_silence(
         stats = await _stats(server)
         assert stats["slot_status"] in ("reserved", "extended"), stats
         assert "logical_slot_lost" in server.output()
+
+
+@pytest.fixture
+def small_cluster() -> Iterator[str]:
+    """A cluster of this test's own that keeps at most 1 MB of WAL for a slot (max_slot_wal_keep_size)."""
+    work = Path(tempfile.mkdtemp(prefix="fluxbase-slot-", dir="/tmp"))
+    work.chmod(0o755)  # when root, the server runs as `nobody`, which must traverse it
+    try:
+        with EmbeddedPostgres(work / "postgres") as cluster:
+            with psycopg.connect(cluster.url, autocommit=True) as admin:
+                admin.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+                admin.execute("SELECT pg_reload_conf()")
+            with logical_database(cluster.url) as url:
+                yield url
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def test_an_invalidated_slot_is_replaced_and_reported_as_a_replay_gap(small_cluster: str) -> None:
+    url = small_cluster
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
+        await db.execute("CREATE TABLE public.t (id serial PRIMARY KEY, n int NOT NULL)")
+        await db.execute("SELECT enable_realtime('public', 't')")
+        await db.execute("CREATE TABLE public.filler (x text)")
+        with ServerThread(make_settings(url)) as server:
+            async with realtime_client(server.ws_url) as client:
+                await client.subscribe("table:public.t")
+                await db.execute("INSERT INTO t (n) VALUES (1)")
+                [[seen, _]] = await _ns(client, 1)
+        # Nobody consumes now: a change the slot holds, then WAL past what the slot may keep.
+        await db.execute("INSERT INTO t (n) VALUES (2)")
+        slot = slot_for(url)
+        async with asyncio.timeout(HANG_GUARD):
+            while True:
+                await db.execute("INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 1000)")
+                await db.execute("SELECT pg_switch_wal()")
+                await db.execute("CHECKPOINT")
+                row = await (
+                    await db.execute(
+                        "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+                    )
+                ).fetchone()
+                if row == ("lost",):
+                    break
+        with ServerThread(make_settings(url)) as server:
+            async with realtime_client(server.ws_url) as client:
+                await client.subscribe("table:public.t", since=seen)
+                gap = await client.receive()
+                assert gap["code"] == "replay_gap", gap
+                await db.execute("INSERT INTO t (n) VALUES (3)")
+                assert [n for _, n in await _ns(client, 3)] == [3]
+            state = await (
+                await db.execute("SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+            ).fetchone()
+    assert state is not None and state[0] != "lost"

@@ -96,6 +96,8 @@ class LogicalCapture:
                     self._conninfo,
                     autocommit=True,
                     application_name="fluxbase-realtime-consumer",
+                    # Its commits need not wait for their WAL flush (see _Session._confirm_durable).
+                    options="-c synchronous_commit=off",
                     keepalives=1,
                     keepalives_idle=10,
                     keepalives_interval=5,
@@ -199,6 +201,9 @@ class _Session:
         self._pending: asyncio.Future[Any] | None = None  # the batch being written
         self._pending_changes = 0
         self._pending_end = 0  # what may be confirmed once it has committed
+        # (WAL insert position after a write committed, the source position it makes confirmable once the
+        # WAL is flushed past it): see _confirm_durable.
+        self._durable_after: tuple[int, int] | None = None
         self._status_due = time.monotonic() + STATUS_INTERVAL
 
     async def run(self) -> None:
@@ -325,13 +330,46 @@ class _Session:
             self._pending_changes = 0
             self._capture._on_written()
         if self._pending_end > self._confirmed:
-            self._confirmed = self._pending_end
-            if self._begin is None and self._confirmed >= self._received_end:
-                self._capture.behind_since = None
+            await self._confirm_durable()
+
+    async def _confirm_durable(self) -> None:
+        """Confirm to the slot what the log holds durably.
+
+        The consumer commits with synchronous_commit=off: a commit does not wait for its WAL flush, which
+        takes a flush off every change's way to its subscribers. That is safe for them, because a change is
+        only delivered once a sequencer pass has numbered it, and the pass's own (synchronous) commit comes
+        later in the WAL, so its flush includes the consumer's commit. The slot is the one thing that must
+        not run ahead: a position is confirmed only once the WAL is flushed past an insert position read
+        after the write committed (two checks apart). A drain (synchronous commits) confirms at once.
+        """
+        if self._stop_at is not None:
+            self._set_confirmed(self._pending_end)
             await self._send_status()
+            return
+        row = await (
+            await self._writer.execute(
+                "SELECT pg_current_wal_flush_lsn()::text, pg_current_wal_insert_lsn()::text"
+            )
+        ).fetchone()
+        assert row is not None
+        flushed, inserted = pgoutput.parse_lsn(row[0]), pgoutput.parse_lsn(row[1])
+        if self._durable_after is not None and flushed >= self._durable_after[0]:
+            self._set_confirmed(self._durable_after[1])
+            await self._send_status()
+        if self._pending_end > self._confirmed:
+            self._durable_after = (inserted, self._pending_end)
+        else:
+            self._durable_after = None
+
+    def _set_confirmed(self, position: int) -> None:
+        self._confirmed = max(self._confirmed, position)
+        if self._begin is None and self._confirmed >= self._received_end:
+            self._capture.behind_since = None
 
     async def _send_status_if_due(self) -> None:
         if time.monotonic() >= self._status_due:
+            if self._pending_end > self._confirmed:
+                await self._confirm_durable()
             await self._send_status()
 
     async def _send_status(self) -> None:

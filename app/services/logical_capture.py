@@ -24,6 +24,7 @@ import orjson
 import psycopg
 
 from app.services import pgoutput
+from app.services.changes import PassPacer
 from app.services.logical_stream import ReplicationStream, StreamError
 from app.services.replication_slot import SlotError, replace_lost_slot, slot_state
 
@@ -68,6 +69,7 @@ class LogicalCapture:
         batch_bytes: int,
         takeover_interval: float,
         on_written: Callable[[], None],
+        busy_interval: float = 0.0,
     ) -> None:
         self._conninfo = conninfo
         self._slot = slot
@@ -75,6 +77,7 @@ class LogicalCapture:
         self._batch_size = batch_size
         self._batch_bytes = batch_bytes
         self._takeover_interval = takeover_interval
+        self._busy_interval = busy_interval  # the feed's REALTIME_BUSY_PASS_INTERVAL, for the same reason
         self._on_written = on_written
         self.leading = False
         self.changes_written = 0
@@ -221,13 +224,28 @@ class _Session:
             int(row[1]),
             bool(row[2]),
         )
+        loop = asyncio.get_running_loop()
+        pacer = PassPacer(self._capture._busy_interval)
+        write_not_before = 0.0
         while True:
             message = self._stream.poll()
+            if message is None and self._batch and loop.time() < write_not_before:
+                # Under sustained writes: gather a batch for a little while rather than commit per change.
+                message = await self._stream.read(wait=write_not_before - loop.time())
+                if message is None:
+                    continue
             if message is None:
                 # Nothing more has arrived: write what is read, so a change waits for no batch to fill.
+                started = loop.time()
+                wrote = bool(self._batch)
                 await self._write()
                 if self._stop_at is not None and self._confirmed >= self._stop_at:
                     return
+                message = self._stream.poll()
+                if wrote:
+                    pause = pacer.pause_after(started, loop.time(), more_arrived=message is not None)
+                    write_not_before = loop.time() + pause
+            if message is None:
                 await self._send_status_if_due()
                 message = await self._stream.read(wait=STATUS_INTERVAL)
                 if message is None:
@@ -244,7 +262,7 @@ class _Session:
                 len(self._batch) >= self._capture._batch_size
                 or self._batch.size >= self._capture._batch_bytes
             ):
-                await self._write()
+                await self._write(wait=False)  # written while the next batch is decoded
 
     async def _handle(self, message: pgoutput.Message) -> None:
         if isinstance(message, pgoutput.Insert | pgoutput.Update | pgoutput.Delete):  # nearly every message

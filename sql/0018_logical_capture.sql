@@ -192,6 +192,21 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     ORDER BY 1, 2
 $$;
 
+-- The service's publication, created empty if missing (logical mode only: trigger mode needs none). It
+-- must be older than the slot: decoding looks it up as of each change's time.
+CREATE FUNCTION fluxbase_realtime.ensure_publication(wanted_publication name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('fluxbase_realtime.capture_mode'));
+    IF NOT EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = wanted_publication) THEN
+        -- TRUNCATE is not published yet: the change log has no TRUNCATE change in this mode.
+        EXECUTE format('CREATE PUBLICATION %I WITH (publish = %L, publish_via_partition_root = true)',
+                       wanted_publication, 'insert, update, delete');
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION fluxbase_realtime.ensure_publication(name) FROM PUBLIC;
+
 -- Set at each service start: the mode and the publication, moving every realtime table to the mode's
 -- mechanism when it changes. In logical mode the slot must exist before this runs (see the header); back
 -- in trigger mode, the slot must have been drained in the same transaction, after
@@ -208,10 +223,8 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('fluxbase_realtime.capture_mode'));
     SELECT * INTO STRICT current FROM fluxbase_realtime.capture_mode;
-    IF NOT EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = wanted_publication) THEN
-        -- TRUNCATE is not published yet: the change log has no TRUNCATE change in this mode.
-        EXECUTE format('CREATE PUBLICATION %I WITH (publish = %L, publish_via_partition_root = true)',
-                       wanted_publication, 'insert, update, delete');
+    IF wanted_mode = 'logical' THEN
+        PERFORM fluxbase_realtime.ensure_publication(wanted_publication);
     END IF;
     IF current.mode = wanted_mode AND current.publication = wanted_publication THEN
         RETURN;

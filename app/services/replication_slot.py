@@ -100,9 +100,8 @@ async def prepare_capture(
     row = await (await conn.execute("SELECT fluxbase_realtime.current_capture_mode()")).fetchone()
     was_logical = row is not None and row[0] == "logical"
     if mode == "logical":
-        # The publication first (in the mode as it is): decoding reads it as of each change's time, so it
-        # must be older than the slot.
-        await conn.execute(CONFIGURE, (row[0] if row else "trigger", publication))
+        # The publication first: decoding reads it as of each change's time, so it must predate the slot.
+        await conn.execute("SELECT fluxbase_realtime.ensure_publication(%s)", (publication,))
         state = await slot_state(conn, slot)
         if not state.usable:
             if was_logical:

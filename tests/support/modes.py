@@ -46,7 +46,7 @@ def switch_to_logical(url: str) -> str:
     _LOGICAL[url] = logical_settings(url)
     slot = str(_LOGICAL[url]["realtime_slot"])
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT fluxbase_realtime.configure_capture('trigger', 'fluxbase_realtime')")
+        conn.execute("SELECT fluxbase_realtime.ensure_publication('fluxbase_realtime')")
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
         conn.execute("SELECT fluxbase_realtime.configure_capture('logical', 'fluxbase_realtime')")
     return slot

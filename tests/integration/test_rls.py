@@ -7,6 +7,7 @@ a slow one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -79,6 +80,21 @@ async def _insert(db: psycopg.AsyncConnection, table: str, **values: Any) -> Non
         ),
         tuple(values.values()),
     )
+
+
+async def _logged(db: psycopg.AsyncConnection, table: str, count: int) -> None:
+    """Until the table's first `count` changes are in the change log: in logical mode a change reaches it a
+    moment after its commit, and a subscribe delivers what is logged after it, so a row inserted before
+    the test subscribes must be logged first or it arrives as a change (polled; the timeout guards a hang)."""
+    statement = (
+        "SELECT count(*) FROM fluxbase_realtime.change_log WHERE schema_name = 'public' AND table_name = %s"
+    )
+    async with asyncio.timeout(15):
+        while True:
+            row = await (await db.execute(statement, (table,))).fetchone()
+            if row is not None and row[0] >= count:
+                return
+            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -197,6 +213,7 @@ async def test_delete_goes_only_to_those_who_could_see_the_row(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
     await _insert(db, docs, owner=ALICE, team_id=9, title="doomed", secret="x")
+    await _logged(db, docs, 1)
     async with _subscribed(server, docs, alice=token(ALICE), bob=token(BOB), anon=None) as clients:
         await db.execute(sql.SQL("DELETE FROM {} WHERE title = 'doomed'").format(sql.Identifier(docs)))
         await _sentinels(db, docs)
@@ -213,6 +230,7 @@ async def test_an_update_moving_a_row_out_of_view_is_a_key_only_delete(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
     await _insert(db, docs, owner=ALICE, team_id=9, title="handed over")
+    await _logged(db, docs, 1)
     async with _subscribed(server, docs, alice=token(ALICE), bob=token(BOB), carol=token(CAROL)) as clients:
         await db.execute(
             sql.SQL("UPDATE {} SET owner = %s, title = 'now bob''s' WHERE title = 'handed over'").format(
@@ -238,6 +256,7 @@ async def test_an_update_within_view_carries_the_old_record(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
     await _insert(db, docs, owner=ALICE, title="v1")
+    await _logged(db, docs, 1)
     async with _subscribed(server, docs, alice=token(ALICE), bob=token(BOB)) as clients:
         await db.execute(
             sql.SQL("UPDATE {} SET title = 'v2' WHERE title = 'v1'").format(sql.Identifier(docs))

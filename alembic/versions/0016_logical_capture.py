@@ -2,7 +2,7 @@
 progress and its batch writer.
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 Create Date: 2026-12-03
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from app.migrations import run_sql_file
 
 revision = "0016"
-down_revision = "0013"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

@@ -15,8 +15,8 @@ import orjson
 import psycopg
 
 from app.services import pgoutput
-from app.services.changes import PassPacer
 from app.services.logical_stream import ReplicationStream
+from app.services.pacing import PassPacer
 
 if TYPE_CHECKING:
     from app.services.logical_capture import LogicalCapture

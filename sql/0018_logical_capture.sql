@@ -199,9 +199,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('fluxbase_realtime.capture_mode'));
     IF NOT EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = wanted_publication) THEN
-        -- TRUNCATE is not published yet: the change log has no TRUNCATE change in this mode.
+        -- A TRUNCATE is one change per table (op TRUNCATE, no record), as in trigger mode.
         EXECUTE format('CREATE PUBLICATION %I WITH (publish = %L, publish_via_partition_root = true)',
-                       wanted_publication, 'insert, update, delete');
+                       wanted_publication, 'insert, update, delete, truncate');
     END IF;
 END
 $$;

@@ -158,6 +158,12 @@ class StreamSession:
             self._received_end = message.end_lsn
         elif isinstance(message, pgoutput.Relation):
             self._relations[message.oid] = (message, await self._positions(message))
+        elif isinstance(message, pgoutput.Truncate):
+            # One change per table it truncated, without a record, as the trigger mode logs it.
+            for oid in message.relation_oids:
+                self._position += 1
+                if self._skip != -1 and self._position > self._skip and oid in self._relations:
+                    self._batch.add(self._relations[oid][0], "TRUNCATE", None, None)
 
     def _add(self, message: pgoutput.Insert | pgoutput.Update | pgoutput.Delete) -> None:
         relation, positions = self._relations[message.relation_oid]

@@ -36,6 +36,7 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench --runs 3
+	$(BIN)/python -m bench --runs 3 --capture both --only latency ingest
 
 bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'

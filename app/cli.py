@@ -1,8 +1,9 @@
-"""Command line: `fluxbase-realtime serve` and `fluxbase-realtime migrate`."""
+"""Command line: `fluxbase-realtime serve`, `fluxbase-realtime migrate` and `fluxbase-realtime drop-slot`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import logging.config
@@ -64,6 +65,32 @@ def _migrate(settings: Settings) -> None:
         log.info("migrations_applied")
 
 
+def _drop_slot(settings: Settings) -> int:
+    """Drop the logical mode's replication slot (it keeps WAL on the server until consumed or dropped)."""
+    import psycopg
+
+    from app.services.replication_slot import SlotError, drop_slot
+
+    async def run(url: str) -> bool:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await drop_slot(conn, settings.realtime_slot)
+
+    with database_url(settings) as url:
+        try:
+            dropped = asyncio.run(run(url))
+        except SlotError as error:
+            print(f"not dropped: {error}", file=sys.stderr)
+            return 1
+    if dropped:
+        print(
+            f"dropped replication slot {settings.realtime_slot}; a service started in logical mode creates a "
+            "new one and reports the changes committed meanwhile as a replay_gap"
+        )
+    else:
+        print(f"no replication slot {settings.realtime_slot} in this database: nothing to drop")
+    return 0
+
+
 def _exit_cleanly_on_sigterm() -> None:
     """uvicorn shuts down gracefully on SIGTERM and then re-raises it; this makes that re-raise a normal
     exit, so context managers (the embedded database) are closed and the exit status is 0."""
@@ -79,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=settings.port)
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
     commands.add_parser("migrate", help="apply pending migrations and exit")
+    commands.add_parser(
+        "drop-slot",
+        help="drop the logical capture mode's replication slot (REALTIME_SLOT); refused while in use",
+    )
     args = parser.parse_args(argv)
 
     logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
@@ -86,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "serve":
             _exit_cleanly_on_sigterm()
             _serve(settings, args.host, args.port, migrate=not args.no_migrate)
+        elif args.command == "drop-slot":
+            sys.exit(_drop_slot(settings))
         else:
             _migrate(settings)
     except EmbeddedPostgresError as error:

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # PostgreSQL identifiers are at most 63 bytes; LISTEN takes an identifier.
 _CHANNEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_REPLICATION_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class Settings(BaseSettings):
@@ -89,6 +90,40 @@ class Settings(BaseSettings):
         description="Most seconds between sequencer passes: the longest a change can wait to be read.",
     )
 
+    # Capture: triggers (default) or logical decoding of the WAL (README: design notes).
+    realtime_capture: Literal["trigger", "logical"] = Field(
+        default="trigger",
+        description="How changes are captured: 'trigger' or 'logical' (needs wal_level=logical).",
+    )
+    realtime_publication: str = Field(
+        default="fluxbase_realtime", description="Logical mode: the publication realtime tables are added to."
+    )
+    realtime_slot: str = Field(
+        default="fluxbase_realtime", description="Logical mode: the replication slot the consumer streams."
+    )
+    realtime_logical_batch: int = Field(
+        default=1000,
+        ge=1,
+        description="Logical mode: most changes written to the change log per transaction.",
+    )
+    realtime_logical_batch_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Logical mode: about the most record bytes per write."
+    )
+    realtime_consumer_takeover_interval: float = Field(
+        default=1.0, gt=0, le=60, description="Logical mode: seconds between attempts to become the consumer."
+    )
+    realtime_slot_lag_warning_bytes: int = Field(
+        default=1024**3,
+        ge=1,
+        description="Logical mode: log a warning when the slot holds more WAL than this.",
+    )
+    realtime_slot_drain_timeout: float = Field(
+        default=60.0, gt=0, description="Back in trigger mode: seconds to drain the slot before giving up."
+    )
+    realtime_slot_check_interval: float = Field(
+        default=10.0, gt=0, description="Logical mode: seconds between checks of the slot's lag and health."
+    )
+
     # The front door: token checks beyond the secret, and per-connection limits.
     jwt_audience: Annotated[list[str], NoDecode] = Field(
         default=[], description="Accepted 'aud' values; when set, tokens must carry one of them."
@@ -154,6 +189,16 @@ class Settings(BaseSettings):
     def _channel_is_identifier(cls, value: str) -> str:
         if not _CHANNEL_NAME.fullmatch(value):
             raise ValueError("must be a plain identifier: letters, digits and underscores, at most 63")
+        return value
+
+    @field_validator("realtime_publication", "realtime_slot")
+    @classmethod
+    def _replication_name(cls, value: str) -> str:
+        # Slot names allow only these; the publication is held to the same rule.
+        if not _REPLICATION_NAME.fullmatch(value):
+            raise ValueError(
+                "must be lowercase letters, digits and underscores, at most 63, not starting with a digit"
+            )
         return value
 
     @field_validator(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
+from app import protocol
 from app.channels.broadcast import BroadcastChannels
 from app.channels.kind import ChannelKinds
 from app.channels.presence import PresenceRooms
@@ -30,8 +31,10 @@ from app.services.container import Services
 from app.services.hub import Hub
 from app.services.limits import ConnectionLimiter
 from app.services.listener import ChangeListener
+from app.services.logical_capture import LogicalCapture
 from app.services.presence import PresenceTable
 from app.services.replay import Replayer
+from app.services.replication_slot import SlotMonitor, prepare_capture
 from app.services.retention import ChangeLogPruner
 from app.services.rls import RowSecurity
 from app.services.tables import TableDirectory
@@ -42,6 +45,19 @@ log = logging.getLogger(__name__)
 
 # A change's frame for each audience of a table with row-level security (None: not for that audience).
 AudienceFrames = Mapping[Audience, str | None]
+
+
+def logical_capture(settings: Settings, conninfo: str, on_written: Callable[[], None]) -> LogicalCapture:
+    return LogicalCapture(
+        conninfo,
+        slot=settings.realtime_slot,
+        publication=settings.realtime_publication,
+        batch_size=settings.realtime_logical_batch,
+        batch_bytes=settings.realtime_logical_batch_bytes,
+        takeover_interval=settings.realtime_consumer_takeover_interval,
+        on_written=on_written,
+        busy_interval=settings.realtime_busy_pass_interval,
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -63,6 +79,16 @@ def create_app(settings: Settings) -> FastAPI:
         async with pool.connection() as conn:
             await conn.execute(
                 "SELECT fluxbase_realtime.configure_notify_channel(%s)", (settings.realtime_notify_channel,)
+            )
+            await prepare_capture(
+                conn,
+                settings.realtime_capture,
+                settings.realtime_publication,
+                settings.realtime_slot,
+                drain=lambda lsn: asyncio.wait_for(
+                    logical_capture(settings, conninfo, lambda: None).drain(lsn),
+                    settings.realtime_slot_drain_timeout,
+                ),
             )
         hub = Hub(
             send_queue_size=settings.realtime_send_queue_size,
@@ -86,6 +112,19 @@ def create_app(settings: Settings) -> FastAPI:
         def authorize(changes: Sequence[Change]) -> Awaitable[dict[int, dict[Audience, str | None]]]:
             return rls.authorize(changes, hub.audiences)
 
+        def report_gap(after_id: int, head: int) -> None:
+            # Live subscribers would otherwise never learn that changes in (after_id, head] are gone.
+            for channel in hub.channel_names():
+                hub.publish(
+                    channel,
+                    protocol.encode_error(
+                        f"changes after {after_id} up to {head} were not captured or are no longer retained: "
+                        "reload, then continue from the changes that follow",
+                        channel=channel,
+                        code="replay_gap",
+                    ),
+                )
+
         feed = ChangeFeed(
             pool,
             conninfo,
@@ -98,6 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
             busy_interval=settings.realtime_busy_pass_interval,
             poll_grace=settings.realtime_poll_grace,
             idle_poll_interval=settings.realtime_idle_poll_interval,
+            on_gap=report_gap,
         )
         await feed.start_at_head()
         listener = ChangeListener(conninfo, settings.realtime_notify_channel, feed.wake)
@@ -130,6 +170,17 @@ def create_app(settings: Settings) -> FastAPI:
         broadcasts.attach(rooms, cluster)
         # Table channels first: after a token refresh they rejoin before anything awaits.
         channels = ChannelKinds(TableChannels(hub, feed, replayer, tables, rls), broadcasts)
+        capture: LogicalCapture | None = None
+        slot_monitor: SlotMonitor | None = None
+        if settings.realtime_capture == "logical":
+            # This instance's feed is woken at once; the others by the batch's NOTIFY.
+            capture = logical_capture(settings, conninfo, feed.wake)
+            slot_monitor = SlotMonitor(
+                pool,
+                settings.realtime_slot,
+                warning_bytes=settings.realtime_slot_lag_warning_bytes,
+                interval=settings.realtime_slot_check_interval,
+            )
         app.state.services = Services(
             settings=settings,
             pool=pool,
@@ -155,6 +206,8 @@ def create_app(settings: Settings) -> FastAPI:
             tables=tables,
             listener=listener,
             feed=feed,
+            capture=capture,
+            slot_monitor=slot_monitor,
             rls=rls,
             replayer=replayer,
             channels=channels,
@@ -178,7 +231,10 @@ def create_app(settings: Settings) -> FastAPI:
             asyncio.create_task(pruner.run(), name="retention"),
             asyncio.create_task(cluster.run(), name="cluster"),
         ]
-        log.info("service_started head_id=%d", feed.last_id)
+        if capture is not None and slot_monitor is not None:
+            tasks.append(asyncio.create_task(capture.run(), name="logical-capture"))
+            tasks.append(asyncio.create_task(slot_monitor.run(), name="slot-monitor"))
+        log.info("service_started head_id=%d capture=%s", feed.last_id, settings.realtime_capture)
         try:
             yield
         finally:

@@ -44,9 +44,43 @@ def scratch_database(admin_url: str) -> Iterator[str]:
     try:
         yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
     finally:
-        # FORCE: a server or writer that failed to stop must not keep the database alive.
         with psycopg.connect(admin_url, autocommit=True) as admin:
+            # A logical-mode run's slot keeps its database from being dropped (its server has stopped).
+            admin.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE database = %s AND NOT active",
+                (name,),
+            )
+            # FORCE: a server or writer that failed to stop must not keep the database alive.
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def capture_env(database_url: str, mode: str) -> dict[str, str]:
+    """The service's environment for a capture mode: logical mode gets a slot of the database's own (slots
+    are per cluster)."""
+    if mode == "trigger":
+        return {}
+    dbname = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
+    return {"REALTIME_CAPTURE": "logical", "REALTIME_SLOT": f"slot_{dbname}"}
+
+
+def wal_level(admin_url: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        row = conn.execute("SHOW wal_level").fetchone()
+    return str(row[0]) if row else ""
+
+
+@contextlib.contextmanager
+def logical_cluster(work: Path) -> Iterator[str]:
+    """A private PostgreSQL with wal_level=logical (the embedded machinery's settings), for runs that
+    compare the capture modes on one server; its admin URL."""
+    from app.services.embedded_postgres import EmbeddedPostgres
+
+    directory = work / "logical-cluster"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)  # when root, the server runs as `nobody`, which must traverse it
+    with EmbeddedPostgres(directory / "postgres") as cluster:
+        yield cluster.url
 
 
 def create_table(dsn: str, table: str, *, realtime: bool = True) -> str:
@@ -104,7 +138,7 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(
-    database_url: str, log_path: Path, extra_env: Mapping[str, str] | None = None
+    database_url: str, log_path: Path, extra_env: Mapping[str, str] | None = None, mode: str = "trigger"
 ) -> Iterator[Server]:
     """`python -m app serve` on a free loopback port, ready on entry; SIGTERM (then SIGKILL) on exit.
     `extra_env`: settings on top of SERVER_ENV (a scenario's raised limits, its bus). Several may run on
@@ -118,6 +152,7 @@ def running_server(
         "DATABASE_URL": database_url,
         "JWT_SECRET": JWT_SECRET,
         **SERVER_ENV,
+        **capture_env(database_url, mode),
         **(extra_env or {}),
     }
     command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]

@@ -9,6 +9,8 @@ machine's facts), a Markdown table (printed, and saved as latest.md, or quick-la
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -36,15 +38,29 @@ def main(argv: list[str] | None = None, *, size: Size = "full") -> None:
     parser.add_argument("--size", choices=("quick", "full"), default=size, help="scenario sizes")
     parser.add_argument("--runs", type=int, help="runs per scenario (default: 3 full, 1 quick)")
     parser.add_argument("--only", nargs="+", choices=[s.name for s in ALL], help="these scenarios only")
+    parser.add_argument(
+        "--capture",
+        choices=("trigger", "logical", "both"),
+        default="trigger",
+        help="the service's capture mode; both: each scenario in each mode, side by side (on a private "
+        "wal_level=logical PostgreSQL unless BENCH_DATABASE_URL has it)",
+    )
     args = parser.parse_args(argv)
     runs = args.runs if args.runs is not None else (3 if args.size == "full" else 1)
     if runs < 1:
         parser.error("--runs must be at least 1")
     # SIGTERM as an exception, so the servers are stopped and the scratch database dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    scenarios = [BY_NAME[name] for name in args.only] if args.only else list(ALL)
+    chosen = [BY_NAME[name] for name in args.only] if args.only else list(ALL)
+    scenarios = [s for s in chosen if args.capture != "logical" or s.name != CAPTURE_SCENARIO]
+    if args.capture != "trigger":
+        scenarios = [
+            variant
+            for s in scenarios
+            for variant in ([s] if s.name == CAPTURE_SCENARIO else _in_modes(s, args.capture))
+        ]
     started = time.monotonic()
-    document = run(scenarios, args.size, runs)
+    document = run(scenarios, args.size, runs, logical_everywhere=args.capture != "trigger")
     text = report.markdown(document, scenarios)
     print(text)
     json_path = report.write_json(document)
@@ -57,7 +73,31 @@ def main(argv: list[str] | None = None, *, size: Size = "full") -> None:
         sys.exit(1)
 
 
-def run(scenarios: list[Scenario], size: Size, runs: int) -> dict[str, Any]:
+CAPTURE_SCENARIO = "capture"  # needs wal_level=logical whatever the mode: it runs both
+LOGICAL_SUFFIX = "@logical"
+
+
+def _in_modes(scenario: Scenario, capture: str) -> list[Scenario]:
+    """The scenario in each mode asked for; the logical variant's rows say so."""
+
+    def logical_rows(size: Size) -> list[Any]:
+        return [
+            dataclasses.replace(row, scenario=f"[logical] {row.scenario}" if row.scenario else "")
+            for row in scenario.rows(size)
+        ]
+
+    logical = dataclasses.replace(
+        scenario,
+        name=scenario.name + LOGICAL_SUFFIX,
+        rows=logical_rows,
+        load=lambda size: [(f"[logical] {title}", prefix) for title, prefix in scenario.load(size)],
+    )
+    return [logical] if capture == "logical" else [scenario, logical]
+
+
+def run(
+    scenarios: list[Scenario], size: Size, runs: int, *, logical_everywhere: bool = False
+) -> dict[str, Any]:
     """Every scenario, `runs` times; a failed scenario is recorded, not fatal.
 
     Each run gets a fresh scratch database and server, so that no run inherits another's change log
@@ -73,9 +113,24 @@ def run(scenarios: list[Scenario], size: Size, runs: int) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     load = LoadGenerator()
     try:
-        with tempfile.TemporaryDirectory(prefix="fluxbase-bench-") as work:
+        # Under /tmp with mode 755: a private cluster's server runs as `nobody` when this runs as root.
+        with (
+            tempfile.TemporaryDirectory(prefix="fluxbase-bench-", dir="/tmp") as work,
+            contextlib.ExitStack() as stack,
+        ):
+            Path(work).chmod(0o755)
+            logical_url: str | None = None
             for scenario in scenarios:
-                results[scenario.name] = _run_scenario(load, admin_url, Path(work), scenario, size, runs)
+                url = admin_url
+                if logical_everywhere or scenario.name == CAPTURE_SCENARIO:
+                    if logical_url is None:
+                        logical_url = (
+                            admin_url
+                            if harness.wal_level(admin_url) == "logical"
+                            else stack.enter_context(harness.logical_cluster(Path(work)))
+                        )
+                    url = logical_url
+                results[scenario.name] = _run_scenario(load, url, Path(work), scenario, size, runs)
                 if "error" in results[scenario.name]:
                     # A failed command can leave answers queued: start the load generator afresh.
                     load.stop()
@@ -131,9 +186,10 @@ def _run_scenario(
     try:
         for index in range(runs):
             log_path = work / f"{scenario.name}-{index}.log"
+            mode = "logical" if scenario.name.endswith(LOGICAL_SUFFIX) else "trigger"
             with (
                 harness.scratch_database(admin_url) as dsn,
-                harness.running_server(dsn, log_path, scenario.server_env) as server,
+                harness.running_server(dsn, log_path, scenario.server_env, mode) as server,
             ):
                 bench = Bench(dsn, server, load.pool, load.writer, work, sender=load.sender)
                 code = harness.server_code_digest()  # read just after the server started from it

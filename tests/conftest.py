@@ -23,6 +23,7 @@ from psycopg import sql
 from app import migrations
 from app.config import Settings
 from tests.support.databases import scratch_database
+from tests.support.modes import capture_settings, logical_database
 from tests.support.server import ServerThread
 
 # Hypothesis' deadline is a timing assertion: on a loaded machine (CI shares its cores) it fails tests
@@ -85,11 +86,38 @@ def server_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def database_url(server_url: str) -> Iterator[str]:
+def trigger_database_url(server_url: str) -> Iterator[str]:
     """A fresh, migrated database for this run, dropped at the end."""
     with scratch_database(server_url) as url:
         migrations.upgrade(url)
         yield url
+
+
+@pytest.fixture(scope="session")
+def logical_server_url() -> Iterator[str]:
+    """A private cluster with wal_level=logical (the embedded machinery's settings), for logical mode: the
+    shared test server keeps its configuration."""
+    with _embedded_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def logical_database_url(logical_server_url: str) -> Iterator[str]:
+    """A migrated database on the logical cluster, already switched to logical capture (slot created)."""
+    with logical_database(logical_server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def capture_mode(request: pytest.FixtureRequest) -> str:
+    """'trigger' unless a test is parametrized with both modes (tests.support.modes.BOTH_MODES)."""
+    return str(getattr(request, "param", "trigger"))
+
+
+@pytest.fixture(scope="session")
+def database_url(request: pytest.FixtureRequest, capture_mode: str) -> str:
+    """The run's database for the test's capture mode (each mode's is created once and kept)."""
+    return str(request.getfixturevalue(f"{capture_mode}_database_url"))
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
@@ -98,16 +126,29 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "jwt_secret": JWT_SECRET,
         "realtime_heartbeat_interval": 30.0,
         "log_level": "warning",
+        **capture_settings(database_url),
     }
     values.update(overrides)
     return Settings.model_validate(values)
 
 
 @pytest.fixture(scope="session")
-def server(database_url: str) -> Iterator[ServerThread]:
-    """The shared server most tests talk to (default settings, JWT_SECRET set)."""
-    with ServerThread(make_settings(database_url)) as running:
+def trigger_server(trigger_database_url: str) -> Iterator[ServerThread]:
+    with ServerThread(make_settings(trigger_database_url)) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def logical_server(logical_database_url: str) -> Iterator[ServerThread]:
+    with ServerThread(make_settings(logical_database_url)) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def server(request: pytest.FixtureRequest, capture_mode: str) -> ServerThread:
+    """The shared server most tests talk to (default settings, JWT_SECRET set), in the test's mode."""
+    running: ServerThread = request.getfixturevalue(f"{capture_mode}_server")
+    return running
 
 
 @pytest.fixture

@@ -165,4 +165,3 @@ class TableChannels:
         else:
             return None
         return protocol.encode_error(reason, ref=request.ref, channel=name)
-

@@ -10,10 +10,10 @@ router = APIRouter()
 
 
 @router.get("/api/realtime/stats")
-async def realtime_stats(services: ServicesDep) -> dict[str, int | str | bool]:
+async def realtime_stats(services: ServicesDep) -> dict[str, int | float | str | bool | None]:
     hub = services.hub
     cluster = services.cluster
-    return {
+    stats: dict[str, int | float | str | bool | None] = {
         "connections": hub.connection_count,
         "channels": hub.channel_count,
         "slow_consumer_disconnects": hub.slow_consumer_disconnects,
@@ -30,4 +30,19 @@ async def realtime_stats(services: ServicesDep) -> dict[str, int | str | bool]:
         "bus_peers": cluster.peers,
         "bus_messages_received": cluster.received,
         "bus_messages_dropped": cluster.dropped,
+        "capture": services.settings.realtime_capture,
     }
+    if services.capture is not None and services.slot_monitor is not None:
+        slot = await services.slot_monitor.check()
+        stats.update(
+            {
+                # WAL the slot holds that the consumer has not confirmed (any instance can tell).
+                "slot_lag_bytes": slot.lag_bytes,
+                # How old the oldest received but unconfirmed transaction is (the consuming instance only).
+                "slot_lag_seconds": services.capture.lag_seconds,
+                "slot_status": slot.wal_status if slot.exists else "missing",
+                "consumer": services.capture.leading,
+                "logical_changes_written": services.capture.changes_written,
+            }
+        )
+    return stats

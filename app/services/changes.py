@@ -179,6 +179,7 @@ class ChangeFeed:
         busy_interval: float = 0.0,
         poll_grace: float = 0.0,
         idle_poll_interval: float | None = None,
+        on_gap: Callable[[int, int], None] | None = None,
     ) -> None:
         self._pool = pool
         self._conninfo = conninfo
@@ -199,6 +200,9 @@ class ChangeFeed:
         self._lease: float | None = None  # polling: the lease the next pass takes when it finds changes
         # Whether the feed is polling under load (writers may skip NOTIFY meanwhile): for stats and tests.
         self.polling = False
+        # Told (after_id, head) when ids were numbered that the log no longer holds: changes a subscriber
+        # will never get (pruned before they were read, or lost with a logical slot).
+        self._on_gap = on_gap
         self._wakeup = asyncio.Event()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.last_id = 0
@@ -332,8 +336,11 @@ class ChangeFeed:
                     read_at = clock()
                 if not rows:
                     log.error("change_log_gap after_id=%d head=%d", self.last_id, head)
+                    gap_after = self.last_id
                     self.last_id = self.reading_to = head
                     self.recent.clear()
+                    if self._on_gap is not None:
+                        self._on_gap(gap_after, head)
                     break
                 await self._deliver([self._framer.change(*r) for r in cast(list[ChangeRow], rows)])
                 # Authorization (RLS) and waiting for room in full queues are what a change waits for here.

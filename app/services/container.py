@@ -15,7 +15,9 @@ from app.services.cluster import Cluster
 from app.services.hub import Hub
 from app.services.limits import ConnectionLimiter
 from app.services.listener import ChangeListener
+from app.services.logical_capture import LogicalCapture
 from app.services.replay import Replayer
+from app.services.replication_slot import SlotMonitor
 from app.services.rls import RowSecurity
 from app.services.tables import TableDirectory
 from app.services.traffic import Traffic
@@ -39,3 +41,5 @@ class Services:
     broadcasts: BroadcastChannels
     cluster: Cluster
     traffic: Traffic
+    capture: LogicalCapture | None = None  # logical mode only
+    slot_monitor: SlotMonitor | None = None

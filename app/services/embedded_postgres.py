@@ -289,8 +289,12 @@ class EmbeddedPostgres:
         if len(os.fsencode(f"{socket_dir}/.s.PGSQL.{port}")) > _MAX_SOCKET_PATH:
             socket_dir = ""  # TCP only; pg_ctl -w watches postmaster.pid, not the socket
         # pg_ctl pastes -o into a /bin/sh command line, hence the quoting.
-        options = f"-c listen_addresses=127.0.0.1 -c port={port} -c max_connections=200 -c " + shlex.quote(
-            f"unix_socket_directories={socket_dir}"
+        # wal_level=logical: either capture mode runs with no setup (REALTIME_CAPTURE=logical reads the WAL);
+        # commit timestamps let the trigger mode number transactions in commit order.
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={port} -c max_connections=200 "
+            "-c wal_level=logical -c track_commit_timestamp=on -c "
+            + shlex.quote(f"unix_socket_directories={socket_dir}")
         )
         for name, value in self._server_settings.items():
             options += " -c " + shlex.quote(f"{name}={value}")

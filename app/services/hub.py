@@ -63,6 +63,10 @@ class Hub:
     def channel_count(self) -> int:
         return len(self._channels)
 
+    def channel_names(self) -> list[str]:
+        """A snapshot of the channels that have a subscriber."""
+        return list(self._channels)
+
     def subscribers(self) -> list[Subscriber]:
         """A snapshot of the open connections."""
         return list(self._subscribers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.scenarios import (
     broadcast,
+    capture,
     connections,
     fanout,
     ingest,
@@ -23,6 +24,7 @@ ALL: tuple[Scenario, ...] = (
     connections.SCENARIO,
     overhead.SCENARIO,
     pgbench.SCENARIO,
+    capture.SCENARIO,
     payload.SCENARIO,
     rls.SCENARIO,
     broadcast.SCENARIO,

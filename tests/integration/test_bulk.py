@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from tests.support.client import RealtimeClient, realtime_client
+from tests.support.modes import BOTH_MODES, capture_env
 from tests.support.processes import server_process
 
 BULK_ROWS = 100_000
@@ -72,6 +73,7 @@ async def _read_until(client: RealtimeClient, sentinel_key: int | None, count: i
             return received
 
 
+@BOTH_MODES
 @pytest.mark.timeout(300)
 async def test_a_100k_row_transaction_is_delivered_whole_in_bounded_memory_without_starving_others(
     database_url: str, db: psycopg.AsyncConnection
@@ -97,7 +99,8 @@ async def test_a_100k_row_transaction_is_delivered_whole_in_bounded_memory_witho
         bulk_table
     )
 
-    async with server_process({"DATABASE_URL": database_url, "LOG_LEVEL": "warning"}) as server:
+    env = {"DATABASE_URL": database_url, "LOG_LEVEL": "warning", **capture_env(database_url)}
+    async with server_process(env) as server:
         async with contextlib.AsyncExitStack() as stack:
             # max_size=None: frames are ~2 KB, but nothing here should depend on a client-side limit.
             # Protocol pings off, as on the server: the application heartbeat replaces them.

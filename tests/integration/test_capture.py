@@ -13,6 +13,7 @@ from psycopg import sql
 from tests.conftest import make_settings
 from tests.support.client import realtime_client
 from tests.support.lease import until_writers_notify
+from tests.support.modes import BOTH_MODES
 from tests.support.server import ServerThread
 
 REALTIME_TABLES = """
@@ -89,6 +90,7 @@ async def test_each_transaction_notifies_once_on_the_configured_channel(
     assert payloads == ["", "sentinel"]
 
 
+@BOTH_MODES
 async def test_record_types_are_encoded_as_json(server: ServerThread, db: psycopg.AsyncConnection) -> None:
     name = f"types_{uuid.uuid4().hex[:8]}"
     await db.execute(
@@ -130,6 +132,7 @@ async def test_record_types_are_encoded_as_json(server: ServerThread, db: psycop
     assert record["bytes"] == "\\x00ff"
 
 
+@BOTH_MODES
 async def test_a_1mb_row_and_wide_values_commit_and_arrive_whole(
     server: ServerThread, db: psycopg.AsyncConnection
 ) -> None:
@@ -160,6 +163,7 @@ async def test_a_1mb_row_and_wide_values_commit_and_arrive_whole(
     assert updated["payload"]["record"]["id"] == 2
 
 
+@BOTH_MODES
 async def test_mixed_case_and_non_public_schema_channels(
     server: ServerThread, db: psycopg.AsyncConnection
 ) -> None:
@@ -186,6 +190,7 @@ async def test_mixed_case_and_non_public_schema_channels(
     assert change["payload"]["record"] == {"sku": "A-1"}
 
 
+@BOTH_MODES
 async def test_rolled_back_changes_are_never_delivered(
     server: ServerThread, db: psycopg.AsyncConnection, table: str
 ) -> None:
@@ -209,6 +214,7 @@ async def test_rolled_back_changes_are_never_delivered(
     assert messages[1]["id"] == messages[0]["id"] + 1
 
 
+@BOTH_MODES
 async def test_ids_follow_commit_order_not_write_order(
     server: ServerThread, database_url: str, db: psycopg.AsyncConnection, table: str
 ) -> None:

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from tests.integration.test_rls import ALICE, BOB, SUB, token
 from tests.support.client import realtime_client
+from tests.support.modes import BOTH_MODES
 from tests.support.server import ServerThread
 
 
@@ -44,6 +45,7 @@ async def _insert(
     )
 
 
+@BOTH_MODES
 async def test_every_partition_reports_on_the_partitioned_tables_channel(
     server: ServerThread, db: psycopg.AsyncConnection, tree: tuple[str, str, str]
 ) -> None:
@@ -65,6 +67,7 @@ async def test_every_partition_reports_on_the_partitioned_tables_channel(
     assert {m["payload"]["table"] for m in received} == {root}
 
 
+@BOTH_MODES
 @pytest.mark.parametrize("which", ["low", "deep"])
 async def test_a_partitions_own_channel_is_refused_with_the_one_to_use(
     server: ServerThread, db: psycopg.AsyncConnection, tree: tuple[str, str, str], which: str
@@ -82,6 +85,7 @@ async def test_a_partitions_own_channel_is_refused_with_the_one_to_use(
     assert sentinel["channel"] == f"table:public.{root}"
 
 
+@BOTH_MODES
 async def test_the_partitioned_tables_policies_decide_even_for_rows_written_to_a_partition(
     server: ServerThread, db: psycopg.AsyncConnection, tree: tuple[str, str, str]
 ) -> None:
@@ -143,6 +147,7 @@ async def test_a_renamed_partitioned_table_reports_its_new_name_once_enabled_aga
     assert before == after and len(before) == 2  # its row trigger and its TRUNCATE trigger, kept
 
 
+@BOTH_MODES
 async def test_disable_realtime_on_a_partition_names_the_table_to_disable(
     db: psycopg.AsyncConnection, tree: tuple[str, str, str]
 ) -> None:

@@ -15,6 +15,7 @@ from app import migrations
 from tests.conftest import make_settings
 from tests.support.client import RealtimeClient, realtime_client
 from tests.support.databases import scratch_database
+from tests.support.modes import BOTH_MODES
 from tests.support.server import ServerThread
 
 
@@ -44,6 +45,7 @@ async def _writing(database_url: str, table: str, count: int) -> AsyncIterator[a
         await task
 
 
+@BOTH_MODES
 async def test_resume_with_since_has_no_gap_and_no_duplicate_at_the_seam(
     server: ServerThread, database_url: str, db: psycopg.AsyncConnection, table: str
 ) -> None:
@@ -67,6 +69,7 @@ async def test_resume_with_since_has_no_gap_and_no_duplicate_at_the_seam(
     assert ids == sorted(set(ids))
 
 
+@BOTH_MODES
 async def test_since_as_a_string_and_invalid_since(
     server: ServerThread, db: psycopg.AsyncConnection, table: str
 ) -> None:
@@ -86,6 +89,7 @@ async def test_since_as_a_string_and_invalid_since(
             assert error["type"] == "error" and "since" in error["error"] and error["ref"] == "bad"
 
 
+@BOTH_MODES
 async def test_a_fresh_subscribe_without_since_gets_only_new_changes(
     server: ServerThread, db: psycopg.AsyncConnection, table: str
 ) -> None:
@@ -97,6 +101,7 @@ async def test_a_fresh_subscribe_without_since_gets_only_new_changes(
     assert change["payload"]["record"]["name"] == "after"
 
 
+@BOTH_MODES
 async def test_since_from_before_everything_replays_the_whole_retained_channel(
     server: ServerThread, db: psycopg.AsyncConnection, table: str
 ) -> None:
@@ -113,6 +118,7 @@ async def test_since_from_before_everything_replays_the_whole_retained_channel(
     assert live["payload"]["record"]["name"] == "live"
 
 
+@BOTH_MODES
 async def test_a_backlog_larger_than_the_queue_is_paced_not_cut_off(
     database_url: str, db: psycopg.AsyncConnection, table: str
 ) -> None:
@@ -129,6 +135,7 @@ async def test_a_backlog_larger_than_the_queue_is_paced_not_cut_off(
     assert _names(replayed) == [f"b{n}" for n in range(1, 3001)]
 
 
+@BOTH_MODES
 async def test_replay_and_live_agree_on_commit_order(
     server: ServerThread, database_url: str, db: psycopg.AsyncConnection, table: str
 ) -> None:
@@ -164,6 +171,7 @@ async def _drain_until(client: RealtimeClient, name: str) -> list[dict[str, Any]
     return await client.until_broadcast(lambda m: m["payload"]["record"]["name"] == name)
 
 
+@BOTH_MODES
 async def test_a_restarted_service_gives_resuming_clients_exactly_what_they_missed(
     database_url: str, db: psycopg.AsyncConnection, table: str
 ) -> None:
@@ -184,6 +192,7 @@ async def test_a_restarted_service_gives_resuming_clients_exactly_what_they_miss
     assert live["payload"]["record"]["name"] == "live"
 
 
+@BOTH_MODES
 async def test_two_instances_deliver_everything_and_clients_can_move_between_them(
     database_url: str, table: str
 ) -> None:
@@ -287,6 +296,7 @@ class TestRetention:
         assert after["payload"]["record"]["name"] == "still delivered"
 
 
+@BOTH_MODES
 async def test_since_ahead_of_the_database_is_a_replay_gap_then_live(
     server: ServerThread, db: psycopg.AsyncConnection, table: str
 ) -> None:

@@ -24,6 +24,7 @@ from app import migrations
 from app.services.embedded_postgres import EmbeddedPostgres, find_server_binaries
 from tests.conftest import make_settings
 from tests.support.client import RealtimeClient, realtime_client
+from tests.support.modes import switch_to_logical
 from tests.support.server import ServerThread
 
 # Bounds against hanging, never measurements of speed.
@@ -156,7 +157,8 @@ async def test_killing_the_listener_mid_stream_loses_and_repeats_nothing(
     assert len({tuple(m["id"] for m in messages) for messages in received}) == 1
 
 
-async def test_a_database_restart_mid_stream_delivers_exactly_what_committed() -> None:
+@pytest.mark.parametrize("mode", ["trigger", "logical"])
+async def test_a_database_restart_mid_stream_delivers_exactly_what_committed(mode: str) -> None:
     if find_server_binaries() is None:
         pytest.skip(reason="needs PostgreSQL server binaries (initdb/pg_ctl)")
     rows = 800
@@ -170,6 +172,8 @@ async def test_a_database_restart_mid_stream_delivers_exactly_what_committed() -
             admin.execute("CREATE DATABASE resilience")
         url = psycopg.conninfo.make_conninfo(cluster.url, dbname="resilience")
         migrations.upgrade(url)
+        if mode == "logical":
+            switch_to_logical(url)  # the private cluster is the embedded machinery's: wal_level=logical
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE public.t (id bigserial PRIMARY KEY, n integer NOT NULL UNIQUE)")
             conn.execute("SELECT enable_realtime('public', 't')")

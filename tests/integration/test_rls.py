@@ -7,6 +7,7 @@ a slow one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -21,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import JWT_SECRET
 from tests.support.client import RealtimeClient, realtime_client
+from tests.support.modes import BOTH_MODES
 from tests.support.server import ServerThread
 
 ALICE, BOB, CAROL = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
@@ -80,6 +82,21 @@ async def _insert(db: psycopg.AsyncConnection, table: str, **values: Any) -> Non
     )
 
 
+async def _logged(db: psycopg.AsyncConnection, table: str, count: int) -> None:
+    """Until the table's first `count` changes are in the change log: in logical mode a change reaches it a
+    moment after its commit, and a subscribe delivers what is logged after it, so a row inserted before
+    the test subscribes must be logged first or it arrives as a change (polled; the timeout guards a hang)."""
+    statement = (
+        "SELECT count(*) FROM fluxbase_realtime.change_log WHERE schema_name = 'public' AND table_name = %s"
+    )
+    async with asyncio.timeout(15):
+        while True:
+            row = await (await db.execute(statement, (table,))).fetchone()
+            if row is not None and row[0] >= count:
+                return
+            await asyncio.sleep(0.01)
+
+
 @contextlib.asynccontextmanager
 async def _subscribed(
     server: ServerThread, table: str, **tokens: str | None
@@ -118,6 +135,7 @@ async def _sentinels(db: psycopg.AsyncConnection, table: str) -> None:
     await _insert(db, table, public=True, title="sentinel")
 
 
+@BOTH_MODES
 async def test_owner_team_and_restrictive_policies_decide_who_sees_an_insert(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -138,6 +156,7 @@ async def test_owner_team_and_restrictive_policies_decide_who_sees_an_insert(
     }
 
 
+@BOTH_MODES
 async def test_columns_the_role_may_not_select_are_never_sent(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -153,6 +172,7 @@ async def test_columns_the_role_may_not_select_are_never_sent(
     assert received_by_service[0]["payload"]["record"]["secret"] == "s3cr3t"  # service_role: everything
 
 
+@BOTH_MODES
 async def test_service_role_sees_every_row(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -164,6 +184,7 @@ async def test_service_role_sees_every_row(
     assert seen == [("INSERT", "bob's"), ("INSERT", "nobody's")]
 
 
+@BOTH_MODES
 async def test_a_token_with_role_anon_acts_as_anon(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -187,10 +208,12 @@ async def test_a_role_claim_outside_the_allow_list_is_refused_at_connect(
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
 
+@BOTH_MODES
 async def test_delete_goes_only_to_those_who_could_see_the_row(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
     await _insert(db, docs, owner=ALICE, team_id=9, title="doomed", secret="x")
+    await _logged(db, docs, 1)
     async with _subscribed(server, docs, alice=token(ALICE), bob=token(BOB), anon=None) as clients:
         await db.execute(sql.SQL("DELETE FROM {} WHERE title = 'doomed'").format(sql.Identifier(docs)))
         await _sentinels(db, docs)
@@ -202,10 +225,12 @@ async def test_delete_goes_only_to_those_who_could_see_the_row(
     assert seen["bob"] == [] and seen["anon"] == []
 
 
+@BOTH_MODES
 async def test_an_update_moving_a_row_out_of_view_is_a_key_only_delete(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
     await _insert(db, docs, owner=ALICE, team_id=9, title="handed over")
+    await _logged(db, docs, 1)
     async with _subscribed(server, docs, alice=token(ALICE), bob=token(BOB), carol=token(CAROL)) as clients:
         await db.execute(
             sql.SQL("UPDATE {} SET owner = %s, title = 'now bob''s' WHERE title = 'handed over'").format(
@@ -226,10 +251,12 @@ async def test_an_update_moving_a_row_out_of_view_is_a_key_only_delete(
     assert seen["carol"] == []
 
 
+@BOTH_MODES
 async def test_an_update_within_view_carries_the_old_record(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
     await _insert(db, docs, owner=ALICE, title="v1")
+    await _logged(db, docs, 1)
     async with _subscribed(server, docs, alice=token(ALICE), bob=token(BOB)) as clients:
         await db.execute(
             sql.SQL("UPDATE {} SET title = 'v2' WHERE title = 'v1'").format(sql.Identifier(docs))
@@ -241,6 +268,7 @@ async def test_an_update_within_view_carries_the_old_record(
     assert (updated["payload"]["old_record"]["title"], updated["payload"]["record"]["title"]) == ("v1", "v2")
 
 
+@BOTH_MODES
 async def test_a_failing_policy_affects_only_its_audience(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -261,7 +289,7 @@ async def test_a_failing_policy_affects_only_its_audience(
         seen_by_alice = _summary(await _until_sentinel_of(clients["alice"], ALICE, db, docs))
         carol_messages = [await clients["carol"].receive() for _ in range(2)]
     assert seen_by_alice == [("INSERT", "alice's")]
-    assert [m["type"] for m in carol_messages] == ["error", "error"]
+    assert [m["type"] for m in carol_messages] == ["error", "error"], carol_messages
     assert all(m["code"] == "authorization_failed" for m in carol_messages)
 
 
@@ -290,6 +318,7 @@ async def test_subscribing_without_a_policy_or_a_grant_is_refused(
     assert "may not SELECT" in no_grant["error"]
 
 
+@BOTH_MODES
 async def test_replay_applies_the_same_policies(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:
@@ -307,6 +336,7 @@ async def test_replay_applies_the_same_policies(
     assert "secret" not in replayed[0]["payload"]["record"]
 
 
+@BOTH_MODES
 async def test_all_audiences_of_a_role_share_one_check_per_batch(
     server: ServerThread, db: psycopg.AsyncConnection, docs: str
 ) -> None:

@@ -172,3 +172,33 @@ def test_invalid_front_door_values(monkeypatch: pytest.MonkeyPatch, key: str, va
     monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError, match=key.lower()):
         settings()
+
+
+def test_capture_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings()
+    assert (s.realtime_capture, s.realtime_slot, s.realtime_publication) == (
+        "trigger",
+        "fluxbase_realtime",
+        "fluxbase_realtime",
+    )
+    monkeypatch.setenv("REALTIME_CAPTURE", "logical")
+    monkeypatch.setenv("REALTIME_SLOT", "slot_2")
+    assert (settings().realtime_capture, settings().realtime_slot) == ("logical", "slot_2")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("REALTIME_CAPTURE", "wal"),
+        ("REALTIME_SLOT", "Upper"),
+        ("REALTIME_SLOT", "a-b"),
+        ("REALTIME_SLOT", "x" * 64),
+        ("REALTIME_PUBLICATION", "p'; DROP TABLE x; --"),
+        ("REALTIME_LOGICAL_BATCH", "0"),
+        ("REALTIME_CONSUMER_TAKEOVER_INTERVAL", "0"),
+    ],
+)
+def test_invalid_capture_values(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
+    monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match=key.lower()):
+        settings()

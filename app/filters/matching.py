@@ -1,0 +1,101 @@
+"""Which of a table's filters each record of a batch matches: equality routes first, PostgreSQL for
+the rest, one query per batch whatever the number of filters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+
+from app.filters.evaluate import TableFilter, evaluate
+
+
+class FilterSet:
+    """The filters in use on one table, each counted by its users, with an index from each routed
+    column's value to the filters routed on it."""
+
+    __slots__ = ("_filters", "_routes", "_unrouted", "_uses")
+
+    def __init__(self) -> None:
+        self._filters: dict[str, TableFilter] = {}
+        self._uses: dict[str, int] = {}
+        self._routes: dict[str, dict[Any, set[str]]] = {}
+        self._unrouted: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._filters)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._filters
+
+    def add(self, table_filter: TableFilter) -> None:
+        key = table_filter.key
+        self._uses[key] = self._uses.get(key, 0) + 1
+        if key in self._filters:
+            return
+        self._filters[key] = table_filter
+        route = table_filter.route
+        if route is None:
+            self._unrouted.add(key)
+        else:
+            self._routes.setdefault(route.column, {}).setdefault(route.value, set()).add(key)
+
+    def discard(self, key: str) -> None:
+        uses = self._uses.get(key, 0) - 1
+        if uses > 0:
+            self._uses[key] = uses
+            return
+        self._uses.pop(key, None)
+        table_filter = self._filters.pop(key, None)
+        if table_filter is None:
+            return
+        route = table_filter.route
+        if route is None:
+            self._unrouted.discard(key)
+            return
+        by_value = self._routes[route.column]
+        value = route.value
+        by_value[value].discard(key)
+        if not by_value[value]:
+            del by_value[value]
+            if not by_value:
+                del self._routes[route.column]
+
+    def candidates(self, record: str) -> tuple[set[str], set[str]]:
+        """(filters the record matches for certain, filters PostgreSQL must check for it)."""
+        decided: set[str] = set()
+        to_check = set(self._unrouted)
+        if self._routes:
+            row = orjson.loads(record)
+            for column, by_value in self._routes.items():
+                value = row.get(column)
+                if value is None or isinstance(value, dict | list | float):
+                    continue  # NULL equals nothing; routed types never render as objects or floats
+                for key in by_value.get(value, ()):
+                    (decided if self._filters[key].route.decides else to_check).add(key)  # type: ignore[union-attr]
+        return decided, to_check
+
+    async def match(
+        self, conn: AsyncConnection[Any], schema: str, table: str, records: Sequence[str | None]
+    ) -> list[frozenset[str]]:
+        """For each record (None: the change has no such record), the keys of the filters it matches."""
+        matched: list[set[str]] = []
+        pending: dict[str, list[int]] = {}  # filter key → positions of records to check it on
+        for position, record in enumerate(records):
+            if record is None:
+                matched.append(set())
+                continue
+            decided, to_check = self.candidates(record)
+            matched.append(decided)
+            for key in to_check:
+                pending.setdefault(key, []).append(position)
+        if pending:
+            keys = list(pending)
+            positions = sorted({p for ps in pending.values() for p in ps})
+            batch = [records[p] or "" for p in positions]
+            results = await evaluate(conn, schema, table, [self._filters[k].predicate for k in keys], batch)
+            for position, result in zip(positions, results, strict=True):
+                matched[position].update(k for k, hit in zip(keys, result, strict=True) if hit)
+        return [frozenset(m) for m in matched]

@@ -88,7 +88,8 @@ async def prepare_filter(
     """Bind a parsed filter to a table: PostgreSQL validates it; FilterError says why it is refused."""
     predicate = compile_filter(tree, table)
     try:
-        await evaluate(conn, schema, table, [predicate], _probes(tree, columns))
+        await evaluate(conn, schema, table, [predicate], ["{}"])  # a row of NULLs: the values bind
+        await _probe_like(conn, schema, table, tree, columns)
         route = await _route(conn, schema, table, tree, columns)
     except psycopg.Error as error:
         # 22: a value PostgreSQL cannot read as its type; 42: an unknown column or operator; 0A: what the
@@ -101,16 +102,18 @@ async def prepare_filter(
     return TableFilter(render(tree), tree, predicate, route, used)
 
 
-def _probes(tree: Group, columns: dict[str, ColumnType]) -> list[str]:
-    """Rows to evaluate a new filter on: binding its values is most of the check (a row of NULLs), but
-    LIKE under a nondeterministic collation is refused only when it runs on a value."""
-    probes = ["{}"]
+async def _probe_like(
+    conn: AsyncConnection[Any], schema: str, table: str, tree: Group, columns: dict[str, ColumnType]
+) -> None:
+    """PostgreSQL refuses LIKE under a nondeterministic collation only when it runs it on a value, which
+    a row of NULLs (or an OR already true) skips: each such condition runs alone, on a value."""
     for condition in conditions(tree):
         column = columns.get(condition.field.column)
-        if condition.op in ("like", "ilike") and not condition.field.path and column is not None:
-            if column.type in COLLATED_TYPES and not column.deterministic:
-                probes.append(orjson.dumps({column.name: ""}).decode())
-    return probes
+        if condition.op not in ("like", "ilike") or condition.field.path or column is None:
+            continue
+        if column.type in COLLATED_TYPES and not column.deterministic:
+            alone = compile_filter(Group("and", (condition,)), table)
+            await evaluate(conn, schema, table, [alone], [orjson.dumps({column.name: ""}).decode()])
 
 
 async def _route(

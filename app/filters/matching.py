@@ -3,13 +3,17 @@ the rest, one query per batch whatever the number of filters."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import psycopg
 from psycopg import AsyncConnection
 
 from app.filters.evaluate import TableFilter, evaluate
+
+log = logging.getLogger(__name__)
 
 
 class FilterSet:
@@ -95,7 +99,36 @@ class FilterSet:
             keys = list(pending)
             positions = sorted({p for ps in pending.values() for p in ps})
             batch = [records[p] or "" for p in positions]
-            results = await evaluate(conn, schema, table, [self._filters[k].predicate for k in keys], batch)
-            for position, result in zip(positions, results, strict=True):
-                matched[position].update(k for k, hit in zip(keys, result, strict=True) if hit)
+            for key, results in zip(
+                keys, await self._evaluate(conn, schema, table, keys, batch), strict=True
+            ):
+                for position, hit in zip(positions, results, strict=True):
+                    if hit:
+                        matched[position].add(key)
         return [frozenset(m) for m in matched]
+
+    async def _evaluate(
+        self, conn: AsyncConnection[Any], schema: str, table: str, keys: list[str], records: list[str]
+    ) -> list[list[bool]]:
+        """Per filter, per record: a match. All filters in one query; should PostgreSQL refuse a value
+        while evaluating (it validated each filter at subscribe, so this is not expected), filter by
+        filter, and a filter that fails matches nothing in this batch."""
+        predicates = [self._filters[k].predicate for k in keys]
+        try:
+            by_record = await evaluate(conn, schema, table, predicates, records)
+            return [list(column) for column in zip(*by_record, strict=True)]
+        except psycopg.Error as error:
+            if conn.closed or (error.sqlstate or "")[:2] not in ("0A", "22", "42"):
+                raise
+            log.warning("filter_evaluation_failed table=%s.%s error=%s", schema, table, error.sqlstate)
+        per_filter: list[list[bool]] = []
+        for predicate in predicates:
+            try:
+                per_filter.append(
+                    [row[0] for row in await evaluate(conn, schema, table, [predicate], records)]
+                )
+            except psycopg.Error as error:
+                if conn.closed or (error.sqlstate or "")[:2] not in ("0A", "22", "42"):
+                    raise
+                per_filter.append([False] * len(records))
+        return per_filter

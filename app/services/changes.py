@@ -150,7 +150,8 @@ async def fetch_id(conn: AsyncConnection[Any], query: str) -> int:
 
 
 ChangeRow = tuple[int, str, str, str, str | None, str | None, bool]
-Authorize = Callable[[Sequence[Change]], Awaitable[Mapping[int, Mapping[Any, str | None]]]]
+# Per change id: what publish needs to give each subscriber group its own frame (absent: the shared one).
+Authorize = Callable[[Sequence[Change]], Awaitable[Mapping[int, Any]]]
 
 
 class ChangeFeed:
@@ -170,7 +171,7 @@ class ChangeFeed:
         pool: AsyncConnectionPool,
         conninfo: str,
         framer: ChangeFramer,
-        publish: Callable[[Sequence[Change], Mapping[int, Mapping[Any, str | None]]], None],
+        publish: Callable[[Sequence[Change], Mapping[int, Any]], None],
         *,
         authorize: Authorize,
         wait_for_room: Callable[[int, Collection[str]], Awaitable[None]],
@@ -353,7 +354,7 @@ class ChangeFeed:
     async def _deliver(self, changes: list[Change]) -> None:
         self.reading_to = changes[-1].id
         try:
-            per_audience = await self._authorize(changes) if any(c.rls for c in changes) else {}
+            per_audience = await self._authorize(changes)
             await self._wait_for_room(len(changes), {c.channel for c in changes})
         except BaseException:
             self.reading_to = self.last_id

@@ -10,9 +10,11 @@ from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
 
 from app import protocol
+from app.filters.matching import FilterSet
 from app.services.audience import Audience, audience_of
 from app.services.auth import Principal
 from app.services.subscribers import Subscriber
+from app.services.views import PLAIN, GroupKey, channel_of
 from app.wire import text_frame
 
 log = logging.getLogger(__name__)
@@ -32,13 +34,22 @@ def frame_type(frame: str) -> str:
 
 
 class Hub:
-    """Channel → audience → subscribers. Publishing hands the same frame object to every subscriber of an
-    audience (of the whole channel, for tables without row-level security)."""
+    """Channel → group → subscribers, where a group is an audience and a view (app.services.views):
+    subscribers that neither row-level security nor their subscription's options tell apart. Publishing
+    hands the same frame object to every subscriber of a group (of the whole channel, when every
+    subscription is plain and the table has no row-level security).
+
+    A subscriber's subscriptions are keys (app.services.views.subscription_key): the channel's name, or
+    the name and the client's subscription id; `subscriber.views` holds the view of each key that is not
+    plain. Each channel's row filters are counted by group and indexed (app.filters.matching).
+    """
 
     def __init__(self, *, send_queue_size: int, slow_client_timeout: float) -> None:
         self._send_queue_size = send_queue_size
         self._slow_client_timeout = slow_client_timeout
-        self._channels: dict[str, dict[Audience, set[Subscriber]]] = {}
+        self._channels: dict[str, dict[GroupKey, set[Subscriber]]] = {}
+        self._filters: dict[str, FilterSet] = {}
+        self._shaped: dict[str, int] = {}  # channel → its groups whose view is not plain
         self._subscribers: set[Subscriber] = set()
         # While a batch is published: the subscribers holding frames for it (see batch()).
         self._batch: list[Subscriber] | None = None
@@ -93,22 +104,46 @@ class Hub:
         subscriber.audience = audience
         return left
 
-    def subscribe(self, subscriber: Subscriber, channel: str) -> None:
+    def subscribe(self, subscriber: Subscriber, key: str) -> None:
+        """Live delivery for one of the subscriber's subscriptions, through its view."""
         if subscriber in self._subscribers:
+            channel = channel_of(key)
             groups = self._channels.setdefault(channel, {})
-            groups.setdefault(subscriber.audience, set()).add(subscriber)
-            subscriber.channels.add(channel)
+            view = subscriber.views.get(key, PLAIN)
+            group = (subscriber.audience, view)
+            members = groups.get(group)
+            if members is None:
+                members = groups[group] = set()
+                if not view.plain:
+                    self._shaped[channel] = self._shaped.get(channel, 0) + 1
+                if view.filter is not None:
+                    self._filters.setdefault(channel, FilterSet()).add(view.filter)
+            members.add(subscriber)
+            subscriber.channels.add(key)
 
     def audiences(self, channel: str) -> list[Audience]:
         """The audiences with a live subscriber on the channel."""
+        return list({audience for audience, _ in self._channels.get(channel, ())})
+
+    def groups(self, channel: str) -> list[GroupKey]:
+        """The groups with a live subscriber on the channel."""
         return list(self._channels.get(channel, ()))
 
-    def unsubscribe(self, subscriber: Subscriber, channel: str) -> bool:
-        """False when the subscriber was not subscribed to the channel."""
-        if channel not in subscriber.channels:
+    def filters(self, channel: str) -> FilterSet | None:
+        """The row filters of the channel's live groups."""
+        return self._filters.get(channel)
+
+    def shaped(self, channel: str) -> bool:
+        """Whether some live subscription of the channel is not plain (a filter, events, columns, an id)."""
+        return channel in self._shaped
+
+    def unsubscribe(self, subscriber: Subscriber, key: str) -> bool:
+        """False when the subscriber had no such subscription."""
+        if key not in subscriber.channels:
             return False
-        subscriber.channels.discard(channel)
-        self._leave(subscriber, channel)
+        subscriber.channels.discard(key)
+        self._leave(subscriber, key)
+        subscriber.views.pop(key, None)
         return True
 
     @contextlib.contextmanager
@@ -132,21 +167,23 @@ class Hub:
                 subscriber.flush()
 
     def publish(self, channel: str, frame: str) -> None:
+        """The same frame to every plain subscription of the channel."""
         groups = self._channels.get(channel)
         if not groups:
             return
         wire = text_frame(frame)  # built once, written as is to every direct-path socket
         # Snapshots: a subscriber closed as too slow leaves its group, which may empty and disappear.
-        for subscribers in list(groups.values()):
-            self.change_deliveries += len(subscribers)
-            self._offer(subscribers, frame, wire)
+        for (_, view), subscribers in list(groups.items()):
+            if view is PLAIN or view.plain:
+                self.change_deliveries += len(subscribers)
+                self._offer(subscribers, frame, wire)
 
-    def publish_per_audience(self, channel: str, frames: Mapping[Audience, str | None]) -> None:
-        """Each audience gets its own frame (None: this change is not for it)."""
-        # Audiences that may see all of a change share one frame object: build its bytes once.
+    def publish_per_group(self, channel: str, frames: Mapping[GroupKey, str | None]) -> None:
+        """Each group gets its own frame (None, or absent: this change is not for it)."""
+        # Groups that see a change alike share one frame object: build its bytes once.
         wires: dict[int, bytes] = {}
-        for audience, subscribers in list(self._channels.get(channel, {}).items()):
-            frame = frames.get(audience)
+        for group, subscribers in list(self._channels.get(channel, {}).items()):
+            frame = frames.get(group)
             if frame is not None:
                 wire = wires.get(id(frame))
                 if wire is None:
@@ -154,9 +191,10 @@ class Hub:
                 self.change_deliveries += len(subscribers)
                 self._offer(subscribers, frame, wire)
 
-    def is_live(self, subscriber: Subscriber, channel: str) -> bool:
-        """Whether the subscriber receives the channel's changes as they are published."""
-        return subscriber in self._channels.get(channel, {}).get(subscriber.audience, ())
+    def is_live(self, subscriber: Subscriber, key: str) -> bool:
+        """Whether the subscription receives the channel's changes as they are published."""
+        group = (subscriber.audience, subscriber.views.get(key, PLAIN))
+        return subscriber in self._channels.get(channel_of(key), {}).get(group, ())
 
     def has_subscribers(self, channel: str) -> bool:
         return channel in self._channels
@@ -235,18 +273,33 @@ class Hub:
         return sum(depths), max(depths, default=0)
 
     def _leave_all(self, subscriber: Subscriber) -> None:
-        for channel in subscriber.channels:
-            self._leave(subscriber, channel)
+        for key in subscriber.channels:
+            self._leave(subscriber, key)
         subscriber.channels.clear()
+        subscriber.views.clear()
 
-    def _leave(self, subscriber: Subscriber, channel: str) -> None:
+    def _leave(self, subscriber: Subscriber, key: str) -> None:
+        channel = channel_of(key)
         groups = self._channels.get(channel)
         if groups is None:
             return
-        members = groups.get(subscriber.audience)
-        if members is not None:
-            members.discard(subscriber)
-            if not members:
-                del groups[subscriber.audience]
-                if not groups:
-                    del self._channels[channel]
+        view = subscriber.views.get(key, PLAIN)
+        group = (subscriber.audience, view)
+        members = groups.get(group)
+        if members is None or subscriber not in members:
+            return
+        members.discard(subscriber)
+        if members:
+            return
+        del groups[group]
+        if not groups:
+            del self._channels[channel]
+        if not view.plain:
+            self._shaped[channel] -= 1
+            if not self._shaped[channel]:
+                del self._shaped[channel]
+        if view.filter is not None:
+            filters = self._filters[channel]
+            filters.discard(view.filter.key)
+            if not len(filters):
+                del self._filters[channel]

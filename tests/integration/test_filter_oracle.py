@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ CANDIDATES: dict[str, list[str]] = {
 JSON_TEXT = ["1", "1.0", "x", "true", "", "X"]
 JSON_VALUES = ["1", '"x"', '{"a": 1}', "[1, 2]", "null", "1.0", "{"]
 PATTERNS = ["a*", "*a*", "A*", "*", "a%", "*_*", "*1*", "e"]
+NONDETERMINISTIC_LIKE = re.compile(r"\bci[.=](not\.)?i?like\.")
 FIELDS = [*CANDIDATES, "data->>k", "data->k", "data->arr->0", "data->>n"]
 
 
@@ -261,4 +263,9 @@ def test_filters_select_what_where_selects(
     with psycopg.connect(database_url, autocommit=True) as conn:
         for spelled, verdict in zip(matrix, verdicts, strict=True):
             expected = oracle(conn, oracle_table, spelled.where)
+            if NONDETERMINISTIC_LIKE.search(spelled.filter):
+                # PostgreSQL refuses LIKE under a nondeterministic collation when it runs it, which a
+                # WHERE may skip on these rows (an OR already true); the service refuses such a filter
+                # at subscribe rather than fail on the first row that reaches it.
+                expected = None
             assert verdict == expected, (spelled.filter, spelled.where.as_string(conn))

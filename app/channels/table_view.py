@@ -1,0 +1,79 @@
+"""A table subscribe's options checked against the table, turned into the subscription's view."""
+
+from __future__ import annotations
+
+import logging
+
+from psycopg_pool import AsyncConnectionPool
+
+from app.filters.evaluate import prepare_filter, table_columns
+from app.filters.parse import FilterError, FilterLimits, parse_filter
+from app.protocol import TableChannel, TableOptions
+from app.services.audience import Audience
+from app.services.rls import TableAccess
+from app.services.views import PLAIN, View
+
+log = logging.getLogger(__name__)
+
+
+async def view_or_refusal(
+    pool: AsyncConnectionPool,
+    channel: TableChannel,
+    options: TableOptions,
+    audience: Audience,
+    access: TableAccess | None,
+    limits: FilterLimits,
+) -> View | str:
+    """The view the options ask for, or the sentence that refuses them (an unknown column, a filter
+    PostgreSQL rejects, a column the role may not read)."""
+    if options.filter is None and options.events is None and options.columns is None:
+        return PLAIN if options.subscription is None else View(subscription=options.subscription)
+    table = f"{channel.schema}.{channel.table}"
+    # Under row-level security a filter or a column selection must not reach past the role's columns:
+    # a filter on a hidden column would tell its values.
+    restricted = (
+        access is not None
+        and access.rls_enabled
+        and not access.bypass
+        and not audience.bypasses_rls
+        and access.hides_columns
+    )
+    tree = None
+    if options.filter is not None:
+        try:
+            tree = parse_filter(options.filter, limits)
+        except FilterError as error:
+            return str(error)
+    try:
+        async with pool.connection() as conn:
+            columns = await table_columns(conn, channel.schema, channel.table)
+            if options.columns is not None:
+                unknown = [c for c in options.columns if c not in columns]
+                if unknown:
+                    return f"unknown column {unknown[0]!r} in columns: table {table} has no such column"
+                if restricted and access is not None:
+                    hidden = [c for c in options.columns if c not in access.allowed_columns]
+                    if hidden:
+                        return f"column {hidden[0]!r} in columns is not visible to role {audience.role!r}"
+            table_filter = None
+            if tree is not None:
+                table_filter = await prepare_filter(conn, channel.schema, channel.table, tree, columns)
+                if restricted and access is not None:
+                    hidden = sorted(table_filter.columns - access.allowed_columns)
+                    if hidden:
+                        return (
+                            f"invalid filter: column {hidden[0]!r} is not visible to role {audience.role!r}"
+                        )
+    except FilterError as error:
+        return str(error)
+    selected = None
+    if options.columns is not None:
+        keys = access.key_columns if access is not None else ()
+        selected = frozenset(options.columns) | frozenset(keys)
+    return View(
+        filter_key=table_filter.key if table_filter is not None else None,
+        events=options.events,
+        columns=selected,
+        subscription=options.subscription,
+        filter=table_filter,
+    )

@@ -251,7 +251,7 @@ async def service(database_url: str, table: str, spellings: list[str]) -> list[s
 @given(st.lists(filters(), min_size=25, max_size=25))
 # No shrinking: a failure names its filter and WHERE clause, and shrinking lists of filters takes minutes.
 @settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     phases=(Phase.explicit, Phase.reuse, Phase.generate),
     suppress_health_check=[HealthCheck.function_scoped_fixture],

@@ -83,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         def authorize(changes: Sequence[Change]) -> Awaitable[dict[int, GroupFrames]]:
             # Row-level security and row filters, for the channels that need them (none: at once).
-            return views.frames(changes, hub.groups, hub.filters, hub.shaped)
+            return views.frames(changes, hub.groups_by_filter, hub.filters, hub.shaped)
 
         feed = ChangeFeed(
             pool,

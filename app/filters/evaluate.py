@@ -140,17 +140,20 @@ async def _route(
     return None
 
 
-async def evaluate(
-    conn: AsyncConnection[Any],
-    schema: str,
-    table: str,
-    predicates: Sequence[Predicate],
-    records: Sequence[str],
-) -> list[list[bool]]:
-    """For each record (JSON text of a row of the table), whether each predicate holds (NULL: no)."""
-    results: list[list[bool]] = [[] for _ in records]
-    if not records:
-        return results
+@dataclass(frozen=True, slots=True)
+class BatchStatement:
+    """One evaluation query for a list of predicates (its text, and the predicates' parameters); the
+    records are its last parameter. Built once for a set of filters and kept while it does not change."""
+
+    query: bytes
+    params: tuple[object, ...]
+    width: int  # predicates evaluated
+
+
+def batch_statements(
+    conn: AsyncConnection[Any], schema: str, table: str, predicates: Sequence[Predicate]
+) -> list[BatchStatement]:
+    statements = []
     for chunk in _chunks(predicates):
         array = sql.SQL(", ").join(sql.SQL("coalesce({}, false)").format(p.sql) for p in chunk)
         # The row alias is the table's own name, so that PostgreSQL's messages name the table.
@@ -159,9 +162,31 @@ async def evaluate(
             "AS {row}) FROM pg_catalog.unnest(%s::pg_catalog.jsonb[]) WITH ORDINALITY AS batch(rec, n) "
             "ORDER BY batch.n"
         ).format(array=array, table=sql.Identifier(schema, table), row=sql.Identifier(table))
-        params: list[object] = [value for p in chunk for value in p.params]
-        params.append(list(records))
-        rows = await (await conn.execute(query, params, prepare=False)).fetchall()
+        params = tuple(value for p in chunk for value in p.params)
+        statements.append(BatchStatement(query.as_bytes(conn), params, len(chunk)))
+    return statements
+
+
+async def evaluate(
+    conn: AsyncConnection[Any],
+    schema: str,
+    table: str,
+    predicates: Sequence[Predicate],
+    records: Sequence[str],
+    statements: list[BatchStatement] | None = None,
+) -> list[list[bool]]:
+    """For each record (JSON text of a row of the table), whether each predicate holds (NULL: no).
+    With `statements` (batch_statements of the same predicates, kept by the caller), they are run as
+    prepared statements: the same filters evaluated batch after batch are planned once."""
+    results: list[list[bool]] = [[] for _ in records]
+    if not records:
+        return results
+    prepare = statements is not None
+    for statement in (
+        statements if statements is not None else batch_statements(conn, schema, table, predicates)
+    ):
+        params = [*statement.params, list(records)]
+        rows = await (await conn.execute(statement.query, params, prepare=prepare)).fetchall()
         for result, (matches,) in zip(results, rows, strict=True):
             result.extend(matches)
     return results

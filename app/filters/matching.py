@@ -11,7 +11,7 @@ import orjson
 import psycopg
 from psycopg import AsyncConnection
 
-from app.filters.evaluate import TableFilter, evaluate
+from app.filters.evaluate import BatchStatement, TableFilter, batch_statements, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +20,15 @@ class FilterSet:
     """The filters in use on one table, each counted by its users, with an index from each routed
     column's value to the filters routed on it."""
 
-    __slots__ = ("_filters", "_routes", "_unrouted", "_uses")
+    __slots__ = ("_filters", "_routes", "_statements", "_unrouted", "_uses")
 
     def __init__(self) -> None:
         self._filters: dict[str, TableFilter] = {}
         self._uses: dict[str, int] = {}
         self._routes: dict[str, dict[Any, set[str]]] = {}
         self._unrouted: set[str] = set()
+        # Evaluation queries by the filters they evaluate, kept while the set does not change.
+        self._statements: dict[tuple[str, ...], list[BatchStatement]] = {}
 
     def __len__(self) -> int:
         return len(self._filters)
@@ -36,6 +38,7 @@ class FilterSet:
 
     def add(self, table_filter: TableFilter) -> None:
         key = table_filter.key
+        self._statements.clear()
         self._uses[key] = self._uses.get(key, 0) + 1
         if key in self._filters:
             return
@@ -47,6 +50,7 @@ class FilterSet:
             self._routes.setdefault(route.column, {}).setdefault(route.value, set()).add(key)
 
     def discard(self, key: str) -> None:
+        self._statements.clear()
         uses = self._uses.get(key, 0) - 1
         if uses > 0:
             self._uses[key] = uses
@@ -96,7 +100,7 @@ class FilterSet:
             for key in to_check:
                 pending.setdefault(key, []).append(position)
         if pending:
-            keys = list(pending)
+            keys = sorted(pending)  # one order, so that the same filters make the same statement
             positions = sorted({p for ps in pending.values() for p in ps})
             batch = [records[p] or "" for p in positions]
             for key, results in zip(
@@ -115,7 +119,12 @@ class FilterSet:
         filter, and a filter that fails matches nothing in this batch."""
         predicates = [self._filters[k].predicate for k in keys]
         try:
-            by_record = await evaluate(conn, schema, table, predicates, records)
+            statements = self._statements.get(tuple(keys))
+            if statements is None:
+                if len(self._statements) > 64:
+                    self._statements.clear()
+                statements = self._statements[tuple(keys)] = batch_statements(conn, schema, table, predicates)
+            by_record = await evaluate(conn, schema, table, predicates, records, statements)
             return [list(column) for column in zip(*by_record, strict=True)]
         except psycopg.Error as error:
             if conn.closed or (error.sqlstate or "")[:2] not in ("0A", "22", "42"):

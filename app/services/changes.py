@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -174,7 +174,7 @@ class ChangeFeed:
         publish: Callable[[Sequence[Change], Mapping[int, Any]], None],
         *,
         authorize: Authorize,
-        wait_for_room: Callable[[int, Collection[str]], Awaitable[None]],
+        wait_for_room: Callable[[Sequence[Change], Mapping[int, Any]], Awaitable[None]],
         batch_size: int,
         batch_bytes: int,
         busy_interval: float = 0.0,
@@ -354,12 +354,12 @@ class ChangeFeed:
     async def _deliver(self, changes: list[Change]) -> None:
         self.reading_to = changes[-1].id
         try:
-            per_audience = await self._authorize(changes)
-            await self._wait_for_room(len(changes), {c.channel for c in changes})
+            per_group = await self._authorize(changes)
+            await self._wait_for_room(changes, per_group)
         except BaseException:
             self.reading_to = self.last_id
             raise
-        self._publish(changes, per_audience)
+        self._publish(changes, per_group)
         for change in changes:
             self.recent.add(change)
         self.last_id = changes[-1].id

@@ -7,12 +7,13 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from app import protocol
 from app.filters.matching import FilterSet
 from app.services.audience import Audience, audience_of
 from app.services.auth import Principal
+from app.services.changes import Change
 from app.services.subscribers import Subscriber
 from app.services.views import PLAIN, GroupKey, channel_of
 from app.wire import text_frame
@@ -50,6 +51,8 @@ class Hub:
         self._channels: dict[str, dict[GroupKey, set[Subscriber]]] = {}
         self._filters: dict[str, FilterSet] = {}
         self._shaped: dict[str, int] = {}  # channel → its groups whose view is not plain
+        # channel → filter key (None: no filter) → the channel's groups with that filter
+        self._by_filter: dict[str, dict[str | None, set[GroupKey]]] = {}
         self._subscribers: set[Subscriber] = set()
         # While a batch is published: the subscribers holding frames for it (see batch()).
         self._batch: list[Subscriber] | None = None
@@ -114,6 +117,7 @@ class Hub:
             members = groups.get(group)
             if members is None:
                 members = groups[group] = set()
+                self._by_filter.setdefault(channel, {}).setdefault(view.filter_key, set()).add(group)
                 if not view.plain:
                     self._shaped[channel] = self._shaped.get(channel, 0) + 1
                 if view.filter is not None:
@@ -128,6 +132,10 @@ class Hub:
     def groups(self, channel: str) -> list[GroupKey]:
         """The groups with a live subscriber on the channel."""
         return list(self._channels.get(channel, ()))
+
+    def groups_by_filter(self, channel: str) -> Mapping[str | None, Collection[GroupKey]]:
+        """The channel's groups by their row filter's key (None: no filter). Not a copy."""
+        return self._by_filter.get(channel, {})
 
     def filters(self, channel: str) -> FilterSet | None:
         """The row filters of the channel's live groups."""
@@ -179,12 +187,16 @@ class Hub:
                 self._offer(subscribers, frame, wire)
 
     def publish_per_group(self, channel: str, frames: Mapping[GroupKey, str | None]) -> None:
-        """Each group gets its own frame (None, or absent: this change is not for it)."""
+        """Each group gets its own frame (None, or absent: this change is not for it). Only the groups
+        named are visited: a change for one of 10,000 filtered groups costs one."""
+        groups = self._channels.get(channel)
+        if not groups:
+            return
         # Groups that see a change alike share one frame object: build its bytes once.
         wires: dict[int, bytes] = {}
-        for group, subscribers in list(self._channels.get(channel, {}).items()):
-            frame = frames.get(group)
-            if frame is not None:
+        for group, frame in frames.items():
+            subscribers = groups.get(group)
+            if frame is not None and subscribers:
                 wire = wires.get(id(frame))
                 if wire is None:
                     wire = wires[id(frame)] = text_frame(frame)
@@ -199,26 +211,44 @@ class Hub:
     def has_subscribers(self, channel: str) -> bool:
         return channel in self._channels
 
-    async def wait_for_room(self, frames: int, channels: Collection[str]) -> None:
-        """Wait, at most the slow-client timeout, until every queue subscribed to `channels` can take
-        `frames` more.
+    async def wait_for_room(
+        self, changes: Sequence[Change], per_group: Mapping[int, Mapping[GroupKey, str | None]]
+    ) -> None:
+        """Wait, at most the slow-client timeout, until every queue that the changes are for can take
+        as many frames as there are changes: every subscriber of a change's channel, or, where
+        `per_group` gives a change's frames by group, the subscribers of the groups it has a frame for
+        (so that 10,000 filtered subscribers cost nothing here when a change is for one of them).
 
         A burst larger than a queue (a bulk UPDATE) then slows delivery to the pace of the slowest reader
         instead of disconnecting readers that are merely slower than the database. A reader still full
         when the timeout ends is closed as too slow by the publish that follows.
         """
-        needed = min(frames, self._send_queue_size)
+        needed = min(len(changes), self._send_queue_size)
+        channels = {c.channel for c in changes if c.id not in per_group}
+        groups = {
+            (c.channel, group)
+            for c in changes
+            if c.id in per_group
+            for group, frame in per_group[c.id].items()
+            if frame is not None
+        }
         deadline = time.monotonic() + self._slow_client_timeout
         # Polling, and only while some queue is full: an event would cost every writer a call per frame.
-        while self._some_queue_lacks(needed, channels) and time.monotonic() < deadline:  # noqa: ASYNC110
+        while self._some_queue_lacks(needed, channels, groups) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.002)
 
-    def _some_queue_lacks(self, room: int, channels: Collection[str]) -> bool:
-        return any(
+    def _some_queue_lacks(
+        self, room: int, channels: Collection[str], groups: Collection[tuple[str, GroupKey]]
+    ) -> bool:
+        if any(
             s.room < room
             for channel in channels
             for subscribers in self._channels.get(channel, {}).values()
             for s in subscribers
+        ):
+            return True
+        return any(
+            s.room < room for channel, group in groups for s in self._channels.get(channel, {}).get(group, ())
         )
 
     async def run_heartbeats(self, interval: float) -> None:
@@ -294,6 +324,12 @@ class Hub:
         del groups[group]
         if not groups:
             del self._channels[channel]
+        by_filter = self._by_filter[channel]
+        by_filter[view.filter_key].discard(group)
+        if not by_filter[view.filter_key]:
+            del by_filter[view.filter_key]
+            if not by_filter:
+                del self._by_filter[channel]
         if not view.plain:
             self._shaped[channel] -= 1
             if not self._shaped[channel]:

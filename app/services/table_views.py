@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -35,23 +35,23 @@ class TableViews:
     async def frames(
         self,
         changes: Sequence[Change],
-        groups: Callable[[str], Sequence[GroupKey]],
+        groups_by_filter: Callable[[str], Mapping[str | None, Collection[GroupKey]]],
         filters: Callable[[str], FilterSet | None],
         shaped: Callable[[str], bool],
     ) -> dict[int, GroupFrames]:
-        """`groups(channel)`: who is subscribed; `filters(channel)`: their row filters; `shaped(channel)`:
-        whether any of them is not plain."""
+        """`groups_by_filter(channel)`: who is subscribed, by row filter; `filters(channel)`: those
+        filters; `shaped(channel)`: whether any subscription of it is not plain."""
         by_channel: dict[str, list[Change]] = {}
         for change in changes:
             channel = change.channel
-            if (change.rls or shaped(channel)) and groups(channel):
+            if change.rls or shaped(channel):
                 by_channel.setdefault(channel, []).append(change)
         if not by_channel:
             return {}
         result: dict[int, GroupFrames] = {}
         await asyncio.gather(
             *(
-                self._channel(batch, list(groups(name)), filters(name), result)
+                self._channel(batch, groups_by_filter(name), filters(name), result)
                 for name, batch in by_channel.items()
             )
         )
@@ -69,30 +69,21 @@ class TableViews:
             filters.add(view.filter)
         result: dict[int, GroupFrames] = {}
         group = (audience, view)
-        await self._channel(list(changes), [group], filters, result)
+        await self._channel(list(changes), {view.filter_key: [group]}, filters, result)
         return {c.id: result[c.id].get(group) for c in changes}
 
     async def _channel(
         self,
         changes: list[Change],
-        groups: list[GroupKey],
+        by_filter: Mapping[str | None, Collection[GroupKey]],
         filters: FilterSet | None,
         result: dict[int, GroupFrames],
     ) -> None:
-        """Frames of one channel's changes for each of its groups, into `result`."""
+        """Frames of one channel's changes for the groups each change concerns, into `result`: the
+        groups without a filter, and those whose filter the new or the old record matches (found through
+        the filter set's index); every other group gets nothing, without being visited."""
         for change in changes:
             result[change.id] = {}
-        audiences = {audience for audience, _ in groups}
-        visibility: dict[Audience, list[Visibility]] = {}
-        accesses: dict[str, TableAccess | None] = {}
-        rls = [c for c in changes if c.rls]
-        if rls:
-            # Changes of one table read in one batch agree on `rls` unless it was switched mid-batch:
-            # those without are visible to all.
-            checked, accesses = await self._rls.visibility(rls, audiences)
-            for audience in audiences:
-                checks = iter(checked[audience])
-                visibility[audience] = [next(checks) if c.rls else ALL_VISIBLE for c in changes]
         new_matches: list[frozenset[str]] = []
         old_matches: list[frozenset[str]] = []
         if filters is not None and len(filters):
@@ -105,11 +96,31 @@ class TableViews:
                     [c.record for c in changes] + [c.old_record for c in changes],
                 )
             new_matches, old_matches = matched[: len(changes)], matched[len(changes) :]
+        unfiltered = list(by_filter.get(None, ()))
+        concerned: list[list[GroupKey]] = []
+        for position in range(len(changes)):
+            groups = list(unfiltered)
+            if new_matches:
+                for key in new_matches[position] | old_matches[position]:
+                    groups.extend(by_filter.get(key, ()))
+            concerned.append(groups)
+        visibility: dict[Audience, list[Visibility]] = {}
+        accesses: dict[str, TableAccess | None] = {}
+        rls = [c for c in changes if c.rls]
+        audiences = {audience for groups in concerned for audience, _ in groups}
+        if rls and audiences:
+            # Changes of one table read in one batch agree on `rls` unless it was switched mid-batch:
+            # those without are visible to all.
+            checked, accesses = await self._rls.visibility(rls, audiences)
+            for audience in audiences:
+                checks = iter(checked[audience])
+                visibility[audience] = [next(checks) if c.rls else ALL_VISIBLE for c in changes]
         frames = ViewFrames(self._framer)
-        for audience, view in groups:
-            access = _row_access(audience, accesses.get(audience.role), rls=bool(rls))
-            seen = visibility.get(audience)
-            for position, change in enumerate(changes):
+        for position, change in enumerate(changes):
+            per_group = result[change.id]
+            for audience, view in concerned[position]:
+                access = _row_access(audience, accesses.get(audience.role), rls=change.rls)
+                seen = visibility.get(audience)
                 rls_new, rls_old = seen[position] if seen is not None else ALL_VISIBLE
                 if (rls_new, rls_old) == FAILED and access is not None:
                     frame: str | None = protocol.encode_error(
@@ -120,18 +131,16 @@ class TableViews:
                 elif access is None:
                     frame = None
                 else:
-                    key = view.filter_key
-                    in_new = key is None or key in new_matches[position]
-                    in_old = key is None or key in old_matches[position]
+                    wanted = view.filter_key
                     frame = frames.frame(
                         change,
                         view,
                         access,
-                        new_visible=bool(rls_new) and in_new,
-                        old_visible=bool(rls_old) and in_old,
+                        new_visible=bool(rls_new) and (wanted is None or wanted in new_matches[position]),
+                        old_visible=bool(rls_old) and (wanted is None or wanted in old_matches[position]),
                         rls_hides_new=not rls_new,
                     )
-                result[change.id][(audience, view)] = frame
+                per_group[(audience, view)] = frame
 
 
 def _row_access(audience: Audience, access: TableAccess | None, *, rls: bool) -> RowAccess | None:

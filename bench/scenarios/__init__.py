@@ -6,6 +6,7 @@ from bench.scenarios import (
     broadcast,
     connections,
     fanout,
+    filters,
     ingest,
     latency,
     overhead,
@@ -27,5 +28,6 @@ ALL: tuple[Scenario, ...] = (
     rls.SCENARIO,
     broadcast.SCENARIO,
     presence.SCENARIO,
+    filters.SCENARIO,
 )
 BY_NAME = {scenario.name: scenario for scenario in ALL}

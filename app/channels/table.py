@@ -9,7 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from app import protocol
 from app.channels.replays import start_replay, stop_replay
-from app.channels.table_view import view_or_refusal
+from app.channels.table_view import TableColumns, view_or_refusal
 from app.filters.parse import FilterLimits
 from app.protocol import TableChannel
 from app.services.changes import ChangeFeed
@@ -42,6 +42,7 @@ class TableChannels:
     ) -> None:
         self._pool = pool
         self._filter_limits = filter_limits
+        self._columns = TableColumns()
         self._hub = hub
         self._feed = feed
         self._replayer = replayer
@@ -61,7 +62,7 @@ class TableChannels:
             return
         try:
             view = await view_or_refusal(
-                self._pool, channel, options, subscriber.audience, access, self._filter_limits
+                self._pool, self._columns, channel, options, subscriber.audience, access, self._filter_limits
             )
         except Exception:
             log.exception("subscribe_failed channel=%s", name)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from app.filters.evaluate import prepare_filter, table_columns
+from app.filters.evaluate import ColumnType, prepare_filter, table_columns
 from app.filters.parse import FilterError, FilterLimits, parse_filter
 from app.protocol import TableChannel, TableOptions
 from app.services.audience import Audience
@@ -15,9 +18,34 @@ from app.services.views import PLAIN, View
 
 log = logging.getLogger(__name__)
 
+# How long a table's columns are taken as known: subscribes with filters come in bursts (10,000 clients
+# reconnecting), and a filter is checked by PostgreSQL itself whatever this says.
+COLUMNS_TTL = 5.0
+
+
+class TableColumns:
+    """The columns (and their types) of the tables subscribed with options, kept for a few seconds."""
+
+    def __init__(self, ttl: float = COLUMNS_TTL) -> None:
+        self._ttl = ttl
+        self._known: dict[tuple[str, str], tuple[float, dict[str, ColumnType]]] = {}
+
+    async def of(self, conn: AsyncConnection[Any], channel: TableChannel) -> dict[str, ColumnType]:
+        key = (channel.schema, channel.table)
+        now = time.monotonic()
+        known = self._known.get(key)
+        if known is not None and known[0] > now:
+            return known[1]
+        columns = await table_columns(conn, channel.schema, channel.table)
+        if len(self._known) > 1024:
+            self._known.clear()
+        self._known[key] = (now + self._ttl, columns)
+        return columns
+
 
 async def view_or_refusal(
     pool: AsyncConnectionPool,
+    known: TableColumns,
     channel: TableChannel,
     options: TableOptions,
     audience: Audience,
@@ -46,7 +74,7 @@ async def view_or_refusal(
             return str(error)
     try:
         async with pool.connection() as conn:
-            columns = await table_columns(conn, channel.schema, channel.table)
+            columns = await known.of(conn, channel)
             if options.columns is not None:
                 unknown = [c for c in options.columns if c not in columns]
                 if unknown:

@@ -88,9 +88,11 @@ async def prepare_filter(
     """Bind a parsed filter to a table: PostgreSQL validates it; FilterError says why it is refused."""
     predicate = compile_filter(tree, table)
     try:
-        await evaluate(conn, schema, table, [predicate], ["{}"])  # a row of NULLs: the values bind
-        await _probe_like(conn, schema, table, tree, columns)
         route = await _route(conn, schema, table, tree, columns)
+        if route is None or not route.decides:
+            # A row of NULLs: the values bind (a deciding route's query has just read its one value).
+            await evaluate(conn, schema, table, [predicate], ["{}"])
+            await _probe_like(conn, schema, table, tree, columns)
     except psycopg.Error as error:
         # 22: a value PostgreSQL cannot read as its type; 42: an unknown column or operator; 0A: what the
         # type does not support (LIKE under a nondeterministic collation). Anything
@@ -127,7 +129,8 @@ async def _route(
             continue
         assert isinstance(item.value, str)
         # The value read as the column's type (CASE resolves the parameter as `=` does), as to_jsonb
-        # renders it: what the record of a matching row holds.
+        # renders it: what the record of a matching row holds. PostgreSQL refuses a value that does not
+        # parse as the type here, so for a filter of this one condition this is the whole check.
         query = sql.SQL(
             "SELECT pg_catalog.to_jsonb(CASE WHEN false THEN {row}.{column} ELSE %s END)::pg_catalog.text "
             "FROM pg_catalog.jsonb_populate_record(NULL::{table}, '{{}}') AS {row}"

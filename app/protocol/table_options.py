@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from app.protocol.common import ProtocolError, check_name
 
-EVENTS = ("INSERT", "UPDATE", "DELETE")
+# TRUNCATE is delivered where the capture reports it (every row of the table is gone).
+EVENTS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 MAX_SUBSCRIPTION_BYTES = 128
 MAX_COLUMN_BYTES = 63  # PostgreSQL's identifiers
 OPTION_NAMES = ("filter", "events", "columns", "subscription")

@@ -11,10 +11,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from app import protocol
 from app.filters.matching import FilterSet
+from app.protocol import TableChannel
 from app.services.audience import Audience
 from app.services.changes import Change, ChangeFramer
 from app.services.rls import FAILED, RowSecurity, TableAccess, Visibility
-from app.services.views import GroupKey, RowAccess, View, ViewFrames
+from app.services.views import ROW_OPERATIONS, GroupKey, RowAccess, View, ViewFrames
 
 GroupFrames = dict[GroupKey, str | None]
 ALL_VISIBLE: Visibility = (True, True)
@@ -98,7 +99,11 @@ class TableViews:
             new_matches, old_matches = matched[: len(changes)], matched[len(changes) :]
         unfiltered = list(by_filter.get(None, ()))
         concerned: list[list[GroupKey]] = []
-        for position in range(len(changes)):
+        for position, change in enumerate(changes):
+            if change.op not in ROW_OPERATIONS:
+                # A TRUNCATE empties every view of the table: it concerns every group.
+                concerned.append([group for groups in list(by_filter.values()) for group in groups])
+                continue
             groups = list(unfiltered)
             if new_matches:
                 for key in new_matches[position] | old_matches[position]:
@@ -106,15 +111,24 @@ class TableViews:
             concerned.append(groups)
         visibility: dict[Audience, list[Visibility]] = {}
         accesses: dict[str, TableAccess | None] = {}
-        rls = [c for c in changes if c.rls]
         audiences = {audience for groups in concerned for audience, _ in groups}
-        if rls and audiences:
+        rows = [c for c in changes if c.rls and c.op in ROW_OPERATIONS]
+        if rows and audiences:
             # Changes of one table read in one batch agree on `rls` unless it was switched mid-batch:
-            # those without are visible to all.
-            checked, accesses = await self._rls.visibility(rls, audiences)
+            # those without are visible to all, as are changes without a row (their audience's role
+            # must still be allowed to read the table: access below).
+            checked, accesses = await self._rls.visibility(rows, audiences)
             for audience in audiences:
                 checks = iter(checked[audience])
-                visibility[audience] = [next(checks) if c.rls else ALL_VISIBLE for c in changes]
+                visibility[audience] = [
+                    next(checks) if c.rls and c.op in ROW_OPERATIONS else ALL_VISIBLE for c in changes
+                ]
+        elif audiences and any(c.rls for c in changes):
+            first = changes[0]
+            channel = TableChannel(first.schema, first.table)
+            roles = list({audience.role for audience in audiences})
+            found = await asyncio.gather(*(self._rls.access(channel, role) for role in roles))
+            accesses = dict(zip(roles, found, strict=True))
         frames = ViewFrames(self._framer)
         for position, change in enumerate(changes):
             per_group = result[change.id]

@@ -167,7 +167,10 @@ async def test_several_subscriptions_to_one_table_on_one_connection(
         ({"filter": ",".join(["price=gt.1"] * 33)}, "too many conditions: at most 32"),
         ({"filter": "name=like.1,price=like.1"}, "invalid filter: operator does not exist: numeric"),
         ({"filter": 5}, "filter must be a string"),
-        ({"events": ["UPSERT"]}, "events must be a list of INSERT, UPDATE, DELETE; 'UPSERT' is not one"),
+        (
+            {"events": ["UPSERT"]},
+            "events must be a list of INSERT, UPDATE, DELETE, TRUNCATE; 'UPSERT' is not one",
+        ),
         ({"events": []}, "events must be a list"),
         ({"columns": ["name", "nope"]}, "unknown column 'nope' in columns"),
         ({"columns": "name"}, "columns must be a non-empty list"),

@@ -126,7 +126,7 @@ def test_table_options_are_parsed() -> None:
     ("fields", "error"),
     [
         ({"filter": 1}, "filter must be a string"),
-        ({"events": "INSERT"}, "events must be a list of INSERT, UPDATE, DELETE"),
+        ({"events": "INSERT"}, "events must be a list of INSERT, UPDATE, DELETE, TRUNCATE"),
         ({"events": ["TRUNCATE!"]}, "'TRUNCATE!' is not one of them"),
         ({"columns": []}, "columns must be a non-empty list"),
         ({"columns": ["a\x00"]}, "a column name contains a control character"),

@@ -11,7 +11,6 @@ from app.protocol.common import ProtocolError, check_name
 EVENTS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 MAX_SUBSCRIPTION_BYTES = 128
 MAX_COLUMN_BYTES = 63  # PostgreSQL's identifiers
-OPTION_NAMES = ("filter", "events", "columns", "subscription")
 
 
 @dataclass(frozen=True, slots=True)

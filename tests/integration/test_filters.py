@@ -189,13 +189,6 @@ async def test_refusals_say_why(
         await client.subscribe(channel)  # the connection goes on
 
 
-async def test_table_options_are_refused_on_broadcast_channels(server: ServerThread) -> None:
-    async with realtime_client(server.ws_url) as client:
-        await client.send(type="subscribe", channel="broadcast:room", filter="a=eq.1", ref=1)
-        refused = await client.receive()
-    assert refused["error"] == "filter is an option of table channels" and refused["ref"] == 1
-
-
 async def test_replay_is_filtered_and_translated_like_live(
     server: ServerThread, db: psycopg.AsyncConnection, table: str
 ) -> None:

@@ -162,8 +162,9 @@ class ChangeFeed:
     id it delivered. It never depends on a notification's content, so a notification lost
     while the listener was down costs latency, not data: the next wake-up reads everything since.
     `last_id` only moves between awaits, after the change it names was published: replays rely on that.
-    Changes of tables with row-level security are authorized per audience (`authorize`) before they are
-    published; `settled_at` tells a joining subscriber when no batch is between read and published.
+    Before a batch is published, `authorize` gives the frames of its changes that differ by subscriber
+    group (row-level security, row filters, events, columns: app.services.table_views); `settled_at`
+    tells a joining subscriber when no batch is between read and published.
     """
 
     def __init__(

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from app import protocol
 from app.filters.matching import FilterSet
-from app.services.audience import Audience, audience_of
+from app.services.audience import audience_of
 from app.services.auth import Principal
 from app.services.changes import Change
 from app.services.subscribers import Subscriber
@@ -124,14 +124,6 @@ class Hub:
                     self._filters.setdefault(channel, FilterSet()).add(view.filter)
             members.add(subscriber)
             subscriber.channels.add(key)
-
-    def audiences(self, channel: str) -> list[Audience]:
-        """The audiences with a live subscriber on the channel."""
-        return list({audience for audience, _ in self._channels.get(channel, ())})
-
-    def groups(self, channel: str) -> list[GroupKey]:
-        """The groups with a live subscriber on the channel."""
-        return list(self._channels.get(channel, ()))
 
     def groups_by_filter(self, channel: str) -> Mapping[str | None, Collection[GroupKey]]:
         """The channel's groups by their row filter's key (None: no filter). Not a copy."""

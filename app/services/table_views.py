@@ -158,10 +158,11 @@ class TableViews:
 
 
 def _row_access(audience: Audience, access: TableAccess | None, *, rls: bool) -> RowAccess | None:
-    """What the audience may see of the records; None: nothing (the table is gone)."""
+    """What the audience may see of the records; None: nothing (the table is gone, or the role may not
+    SELECT any of its columns: not even a TRUNCATE, which carries no row, is for it)."""
     if not rls:
         return RowAccess(None, ())
-    if access is None:
+    if access is None or not access.allowed_columns:
         return None
     trusted = audience.bypasses_rls or not access.hides_columns
     return RowAccess(None if trusted else access.allowed_columns, access.key_columns)

@@ -305,3 +305,28 @@ async def test_filters_and_columns_under_row_level_security(
     # Out of the filter: the old record (its selected columns); out of the policies: only the key.
     assert (moved_out["type"], moved_out["old_record"]) == ("DELETE", {"id": 1, "price": 20})
     assert (hidden["type"], hidden["old_record"]) == ("DELETE", {"id": 4})
+
+
+async def test_a_truncate_reaches_filtered_views(
+    server: ServerThread, db: psycopg.AsyncConnection, table: str
+) -> None:
+    channel = f"table:public.{table}"
+    async with realtime_client(server.ws_url) as client:
+        await client.subscribe(channel, filter="price=gt.10", subscription="v")
+        await client.subscribe(channel, filter="price=gt.10", events=["INSERT"], subscription="inserts")
+        await run(db, table, "INSERT INTO {t} (id, name, price) VALUES (1, 'a', 5)")
+        await run(db, table, "TRUNCATE {t}")
+        await sentinel(db, table)
+        got = [await client.receive() for _ in range(3)]
+    # Row 1 was never in view; the TRUNCATE empties every view (the INSERT-only one does not ask for it).
+    assert sorted((m["subscription"], m["payload"]["type"]) for m in got[1:]) == [
+        ("inserts", "INSERT"),
+        ("v", "INSERT"),
+    ]
+    assert got[0] == {
+        "type": "broadcast",
+        "subscription": "v",
+        "channel": channel,
+        "id": got[0]["id"],
+        "payload": {"type": "TRUNCATE", "table": table, "schema": "public"},
+    }

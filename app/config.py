@@ -144,6 +144,15 @@ class Settings(BaseSettings):
     )
     jwt_jwks_timeout_seconds: float = Field(default=5, gt=0, description="HTTP timeout of a JWKS fetch.")
     realtime_max_channels_per_connection: int = Field(default=100, ge=1)
+    realtime_max_filter_length: int = Field(
+        default=1024, ge=16, description="Characters in one subscription's row filter."
+    )
+    realtime_max_filter_conditions: int = Field(
+        default=32, ge=1, description="Conditions (column op value) in one subscription's row filter."
+    )
+    realtime_max_filter_depth: int = Field(
+        default=8, ge=1, le=64, description="Levels of and/or nesting in one subscription's row filter."
+    )
     realtime_max_messages_per_second: float = Field(
         default=50, gt=0, description="Client messages per second per connection (bursts of as many)."
     )

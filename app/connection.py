@@ -19,6 +19,7 @@ from app.services.auth import AuthError, Principal
 from app.services.container import Services
 from app.services.limits import Admission, ConnectionLease, ExpiryTimer, MessageRate
 from app.services.subscribers import CloseFrame
+from app.services.views import subscription_key
 from app.wire import Event, FrameWriter
 
 log = logging.getLogger(__name__)
@@ -224,9 +225,11 @@ class Connection:
         if request.type == "unsubscribe":
             await kind.unsubscribe(subscriber, request)
             return
-        # Subscribing again to a channel already subscribed does not count.
+        # Subscribing again to a channel already subscribed does not count; each subscription (a
+        # subscribe with its own `subscription` id) counts as a channel.
+        key = subscription_key(name, request.options.subscription)
         max_channels = settings.realtime_max_channels_per_connection
-        if name not in subscriber.channels and len(subscriber.channels) >= max_channels:
+        if key not in subscriber.channels and len(subscriber.channels) >= max_channels:
             self._reply(
                 protocol.encode_error(
                     f"too many channels: at most {max_channels} per connection; unsubscribe from one first",

@@ -17,9 +17,9 @@ from app.channels.presence import PresenceRooms
 from app.channels.table import TableChannels
 from app.config import Settings
 from app.errors import install_error_handlers
+from app.filters.parse import FilterLimits
 from app.metrics import RealtimeCollector, metrics_registry
 from app.routers import asyncapi, broadcast, health, metrics, realtime, stats
-from app.services.audience import Audience
 from app.services.auth import TokenVerifier
 from app.services.bus import BusTransport
 from app.services.bus.postgres import PostgresTransport
@@ -37,14 +37,11 @@ from app.services.replay import Replayer
 from app.services.replication_slot import SlotMonitor, prepare_capture
 from app.services.retention import ChangeLogPruner
 from app.services.rls import RowSecurity
+from app.services.table_views import GroupFrames, TableViews
 from app.services.tables import TableDirectory
 from app.services.traffic import Traffic
 
 log = logging.getLogger(__name__)
-
-
-# A change's frame for each audience of a table with row-level security (None: not for that audience).
-AudienceFrames = Mapping[Audience, str | None]
 
 
 def logical_capture(settings: Settings, conninfo: str, on_written: Callable[[], None]) -> LogicalCapture:
@@ -95,22 +92,24 @@ def create_app(settings: Settings) -> FastAPI:
             slow_client_timeout=settings.realtime_slow_client_timeout,
         )
 
-        def publish(changes: Sequence[Change], per_audience: Mapping[int, AudienceFrames]) -> None:
+        def publish(changes: Sequence[Change], per_group: Mapping[int, GroupFrames]) -> None:
             # A single change has nothing to coalesce: it is written at once, with no frames held.
             with hub.batch() if len(changes) > 1 else contextlib.nullcontext():
                 for change in changes:
-                    frames = per_audience.get(change.id)
+                    frames = per_group.get(change.id)
                     if frames is None:
                         hub.publish(change.channel, change.frame)
                     else:
-                        hub.publish_per_audience(change.channel, frames)
+                        hub.publish_per_group(change.channel, frames)
 
         framer = ChangeFramer()
         # Leave pool connections for the feed's own reads and for subscribes while checks run.
-        rls = RowSecurity(pool, framer, concurrency=max(1, settings.realtime_pool_size - 3))
+        rls = RowSecurity(pool, concurrency=max(1, settings.realtime_pool_size - 3))
+        views = TableViews(pool, framer, rls)
 
-        def authorize(changes: Sequence[Change]) -> Awaitable[dict[int, dict[Audience, str | None]]]:
-            return rls.authorize(changes, hub.audiences)
+        def authorize(changes: Sequence[Change]) -> Awaitable[dict[int, GroupFrames]]:
+            # Row-level security and row filters, for the channels that need them (none: at once).
+            return views.frames(changes, hub.groups_by_filter, hub.filters, hub.shaped)
 
         def report_gap(after_id: int, head: int) -> None:
             # Live subscribers would otherwise never learn that changes in (after_id, head] are gone.
@@ -147,7 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
             hub,
             feed,
             framer,
-            rls,
+            views,
             batch=settings.realtime_fetch_batch,
             batch_bytes=settings.realtime_fetch_batch_bytes,
         )
@@ -169,7 +168,14 @@ def create_app(settings: Settings) -> FastAPI:
         rooms.cluster = cluster
         broadcasts.attach(rooms, cluster)
         # Table channels first: after a token refresh they rejoin before anything awaits.
-        channels = ChannelKinds(TableChannels(hub, feed, replayer, tables, rls), broadcasts)
+        filter_limits = FilterLimits(
+            max_length=settings.realtime_max_filter_length,
+            max_conditions=settings.realtime_max_filter_conditions,
+            max_depth=settings.realtime_max_filter_depth,
+        )
+        channels = ChannelKinds(
+            TableChannels(hub, feed, replayer, tables, rls, pool, filter_limits), broadcasts
+        )
         capture: LogicalCapture | None = None
         slot_monitor: SlotMonitor | None = None
         if settings.realtime_capture == "logical":

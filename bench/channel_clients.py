@@ -44,8 +44,8 @@ class PresenceMember(wsclient.Subscription):
     """A subscriber of a broadcast channel that tracks a presence and counts the channel's presences
     from its presence_state and presence_diff frames, with the bytes and frames those diffs took."""
 
-    def __init__(self, host: str, path: str, channel: str) -> None:
-        super().__init__(host, path, channel)
+    def __init__(self, host: str, path: str, channel: str, row_filter: str | None = None) -> None:
+        super().__init__(host, path, channel, row_filter)
         self.channel_json = orjson.dumps(channel)
         self.members = 0
         self.target = 0

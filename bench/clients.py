@@ -68,12 +68,14 @@ class _Connections:
         url: str,
         channel: str,
         total: int,
-        tokens: Sequence[tuple[int, str]] | None = None,
+        tokens: Sequence[tuple[int, str | None]] | None = None,
         kind: str = "table",
+        filters: dict[int, str] | None = None,
     ) -> Connected:
         """Open connections subscribed to `channel` until `total` are open (reopening any the server
         closed); each counts once the server acked its subscribe. With `tokens` ((tag, token) for each
-        of the `total` connections), the ones opened carry the tokens of the connections missing."""
+        of the `total` connections), the ones opened carry the tokens of the connections missing; with
+        `filters`, a connection tagged T subscribes with the row filter `filters[T]`."""
         current = [s for s in self.subscriptions.get((url, channel), []) if s.is_open]
         started = time.monotonic()
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -93,7 +95,8 @@ class _Connections:
 
         async def open_one(tag: int, token: str | None) -> wsclient.Subscription:
             async with limit, asyncio.timeout(OPEN_TIMEOUT):
-                return await wsclient.subscribe(url, channel, token, tag, KINDS[kind])
+                row_filter = filters.get(tag) if filters else None
+                return await wsclient.subscribe(url, channel, token, tag, KINDS[kind], row_filter)
 
         opened = await asyncio.gather(*(open_one(tag, token) for tag, token in wanted))
         self.subscriptions[(url, channel)] = current + list(opened)
@@ -222,12 +225,13 @@ class SubscriberPool:
         channel: str,
         total: int,
         processes: int | None = None,
-        tokens: Sequence[tuple[int, str]] | None = None,
+        tokens: Sequence[tuple[int, str | None]] | None = None,
         kind: str = "table",
+        filters: dict[int, str] | None = None,
     ) -> Connected:
         """Bring the connections subscribed to `channel` up to `total`, spread over `processes` workers;
-        with `tokens`, (tag, token) for each of the `total` connections (sent as `?token=`); `kind`: what
-        they read (KINDS).
+        with `tokens`, (tag, token) for each of the `total` connections (sent as `?token=`, unless None);
+        `kind`: what they read (KINDS); with `filters`, each tag's row filter.
         `seconds` is the wall time of the whole operation, as the coordinator saw it."""
         chosen = self.workers[: processes or len(self.workers)]
         counts = spread(total, len(chosen))
@@ -235,11 +239,12 @@ class SubscriberPool:
             raise ValueError(f"{len(tokens)} tokens for {total} connections")
         starts = [sum(counts[:i]) for i in range(len(counts))]
         args = [
-            (url, channel, n, None if tokens is None else list(tokens[start : start + n]), kind)
+            (url, channel, n, None if tokens is None else list(tokens[start : start + n]), kind, filters)
             for n, start in zip(counts, starts, strict=True)
         ]
         started = time.monotonic()
-        answers = workers.call_all(chosen, "connect", args, timeout=OPEN_TIMEOUT * 4 + total / 100)
+        # A floor of 20 subscribes/s: subscribes with filters are checked by PostgreSQL, on a busy machine.
+        answers = workers.call_all(chosen, "connect", args, timeout=OPEN_TIMEOUT * 4 + total / 20)
         return Connected(
             sum(a.opened for a in answers), sum(a.open_now for a in answers), time.monotonic() - started
         )

@@ -39,9 +39,12 @@ class Subscription(asyncio.Protocol):
     # What precedes the id in a frame's bytes (the fast path); a subclass for other frames changes it.
     id_marker = _RECORD_ID
 
-    def __init__(self, host: str, path: str, channel: str) -> None:
+    def __init__(self, host: str, path: str, channel: str, row_filter: str | None = None) -> None:
         self._host, self._path = host, path
-        self._subscribe = orjson.dumps({"type": "subscribe", "channel": channel})
+        message = {"type": "subscribe", "channel": channel}
+        if row_filter is not None:
+            message["filter"] = row_filter
+        self._subscribe = orjson.dumps(message)
         self._key = base64.b64encode(os.urandom(16))
         self._transport: asyncio.Transport | None = None
         self._upgraded = False
@@ -241,18 +244,20 @@ async def subscribe(
     token: str | None = None,
     tag: int = 0,
     factory: type[Subscription] = Subscription,
+    row_filter: str | None = None,
 ) -> Subscription:
     """Connect to `url` (ws://host:port/path), subscribe to `channel`, return once the server acked.
 
     With `token`, it is sent as `?token=` (the connection acts as that token's role and claims);
-    `factory`: the kind of connection (a subclass that reads other frames). Unbounded: callers wrap it in
+    `factory`: the kind of connection (a subclass that reads other frames); with `row_filter`, the
+    subscribe carries it as its `filter`. Unbounded: callers wrap it in
     `asyncio.timeout`."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = (parts.path or "/") + (f"?{urlencode({'token': token})}" if token else "")
     loop = asyncio.get_running_loop()
     _, subscription = await loop.create_connection(
-        lambda: factory(f"{host}:{port}", path, channel), host, port
+        lambda: factory(f"{host}:{port}", path, channel, row_filter), host, port
     )
     subscription.tag = tag
     try:

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import logging
 
+from psycopg_pool import AsyncConnectionPool
+
 from app import protocol
 from app.channels.replays import start_replay, stop_replay
+from app.channels.table_view import TableColumns, view_or_refusal
+from app.filters.parse import FilterLimits
 from app.protocol import TableChannel
 from app.services.changes import ChangeFeed
 from app.services.hub import Hub
 from app.services.replay import Replayer
-from app.services.rls import RowSecurity
+from app.services.rls import RowSecurity, TableAccess
 from app.services.subscribers import Subscriber
 from app.services.tables import TableDirectory, TableStatus
+from app.services.views import PLAIN, SUBSCRIPTION_SEPARATOR, channel_of, subscription_key
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +31,18 @@ class TableChannels:
     prefix = protocol.TABLE_PREFIX
 
     def __init__(
-        self, hub: Hub, feed: ChangeFeed, replayer: Replayer, tables: TableDirectory, rls: RowSecurity
+        self,
+        hub: Hub,
+        feed: ChangeFeed,
+        replayer: Replayer,
+        tables: TableDirectory,
+        rls: RowSecurity,
+        pool: AsyncConnectionPool,
+        filter_limits: FilterLimits,
     ) -> None:
+        self._pool = pool
+        self._filter_limits = filter_limits
+        self._columns = TableColumns()
         self._hub = hub
         self._feed = feed
         self._replayer = replayer
@@ -39,13 +54,30 @@ class TableChannels:
         channel = request.channel
         assert isinstance(channel, TableChannel)
         name = channel.name
-        refusal = await self._refusal(channel, request, subscriber)
+        options = request.options
+        key = subscription_key(name, options.subscription)
+        refusal, access = await self._refusal(channel, request, subscriber)
         if refusal is not None:
             hub.offer_to([subscriber], refusal)
             return
-        if request.since is None and hub.is_live(subscriber, name):
+        try:
+            view = await view_or_refusal(
+                self._pool, self._columns, channel, options, subscriber.audience, access, self._filter_limits
+            )
+        except Exception:
+            log.exception("subscribe_failed channel=%s", name)
+            view = SUBSCRIBE_FAILED
+        if isinstance(view, str):
+            hub.offer_to(
+                [subscriber],
+                protocol.encode_error(view, ref=request.ref, channel=name, subscription=options.subscription),
+            )
+            return
+        ack = protocol.encode_ack(name, request.ref, options.subscription)
+        unchanged = subscriber.views.get(key, PLAIN) == view
+        if request.since is None and unchanged and hub.is_live(subscriber, key):
             # Subscribing twice is harmless.
-            hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))
+            hub.offer_to([subscriber], ack)
             return
         if request.since is None:
             # "Now": every change committed before this pass is numbered at or below it. Taken before the
@@ -56,37 +88,51 @@ class TableChannels:
             except Exception:
                 log.exception("subscribe_failed channel=%s", name)
                 hub.offer_to(
-                    [subscriber], protocol.encode_error(SUBSCRIBE_FAILED, ref=request.ref, channel=name)
+                    [subscriber],
+                    protocol.encode_error(
+                        SUBSCRIBE_FAILED, ref=request.ref, channel=name, subscription=options.subscription
+                    ),
                 )
                 return
-        stop_replay(subscriber, name)
+        stop_replay(subscriber, key)
         # Out of live delivery until the subscription has caught up with the feed, or a change could arrive
-        # twice; the ack goes first, then anything replayed, then live changes.
-        hub.unsubscribe(subscriber, name)
-        subscriber.channels.add(name)
-        hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))
+        # twice; the ack goes first, then anything replayed, then live changes. A subscribe that changes
+        # the subscription's options starts it afresh from here.
+        hub.unsubscribe(subscriber, key)
+        subscriber.channels.add(key)
+        if not view.plain:
+            subscriber.views[key] = view
+        hub.offer_to([subscriber], ack)
         if request.since is not None:
             start_replay(
-                subscriber, name, self._replayer.replay(subscriber, channel, request.since), self._abandon
+                subscriber, key, self._replayer.replay(subscriber, channel, request.since, key), self._abandon
             )
             return
         # Exactly the changes numbered after "now", not those committed before that a lagging feed has yet
         # to publish. Usually the feed is there already and this returns without waiting.
         try:
-            await self._replayer.join(subscriber, channel, now)
+            await self._replayer.join(subscriber, channel, now, key)
         except Exception:
             log.exception("subscribe_failed channel=%s", name)
-            self._abandon(subscriber, name, SUBSCRIBE_FAILED)
+            self._abandon(subscriber, key, SUBSCRIBE_FAILED)
 
     async def unsubscribe(self, subscriber: Subscriber, request: protocol.ChannelRequest) -> None:
         name = request.channel.name
-        stop_replay(subscriber, name)
-        if self._hub.unsubscribe(subscriber, name):
-            self._hub.offer_to([subscriber], protocol.encode_ack(name, request.ref))
+        subscription = request.options.subscription
+        key = subscription_key(name, subscription)
+        stop_replay(subscriber, key)
+        if self._hub.unsubscribe(subscriber, key):
+            self._hub.offer_to([subscriber], protocol.encode_ack(name, request.ref, subscription))
         else:
+            which = f" (subscription {subscription!r})" if subscription is not None else ""
             self._hub.offer_to(
                 [subscriber],
-                protocol.encode_error(f"not subscribed to {name}", ref=request.ref, channel=name),
+                protocol.encode_error(
+                    f"not subscribed to {name}{which}",
+                    ref=request.ref,
+                    channel=name,
+                    subscription=subscription,
+                ),
             )
 
     async def handle(self, subscriber: Subscriber, request: protocol.Request) -> None:
@@ -98,28 +144,34 @@ class TableChannels:
         feed's position now reached it live, so each rejoins from exactly there (replaying what the feed
         publishes meanwhile), with no await between the change and reading the position."""
         cursor = self._feed.last_id
-        for name in left:
-            stop_replay(subscriber, name)
-            channel = protocol.parse_channel(name)
+        for key in left:
+            stop_replay(subscriber, key)
+            channel = protocol.parse_channel(channel_of(key))
             assert isinstance(channel, TableChannel)
-            start_replay(subscriber, name, self._replayer.join(subscriber, channel, cursor), self._abandon)
+            start_replay(
+                subscriber, key, self._replayer.join(subscriber, channel, cursor, key), self._abandon
+            )
 
     def disconnected(self, subscriber: Subscriber) -> None:
         for name in [n for n in subscriber.replays if n.startswith(self.prefix)]:
             stop_replay(subscriber, name)
 
-    def _abandon(self, subscriber: Subscriber, channel: str, reason: str) -> None:
+    def _abandon(self, subscriber: Subscriber, key: str, reason: str) -> None:
         """Neither replaying nor live: drop the subscription and say so, so that the client subscribes
         again."""
-        self._hub.unsubscribe(subscriber, channel)
+        self._hub.unsubscribe(subscriber, key)
+        channel, _, subscription = key.partition(SUBSCRIPTION_SEPARATOR)
         self._hub.offer_to(
-            [subscriber], protocol.encode_error(reason, channel=channel, code="subscribe_failed")
+            [subscriber],
+            protocol.encode_error(
+                reason, channel=channel, code="subscribe_failed", subscription=subscription or None
+            ),
         )
 
     async def _refusal(
         self, channel: TableChannel, request: protocol.ChannelRequest, subscriber: Subscriber
-    ) -> str | None:
-        """The error that refuses this subscribe, or None."""
+    ) -> tuple[str | None, TableAccess | None]:
+        """The error that refuses this subscribe, or None; and what the subscriber's role may see."""
         name = channel.name
         audience = subscriber.audience
         try:
@@ -133,25 +185,25 @@ class TableChannels:
                 "could not check the table: the database is unavailable, try again",
                 ref=request.ref,
                 channel=name,
-            )
+            ), None
         table = f"{channel.schema}.{channel.table}"
         if status is TableStatus.MISSING:
-            return protocol.encode_error(f"table {table} does not exist", ref=request.ref, channel=name)
+            return protocol.encode_error(f"table {table} does not exist", ref=request.ref, channel=name), None
         if status is TableStatus.PARTITION:
             return protocol.encode_error(
                 f"table {table} is a partition of a realtime partitioned table, whose channel reports its "
                 f"changes: subscribe to {through or 'the partitioned table'}",
                 ref=request.ref,
                 channel=name,
-            )
+            ), None
         if status is TableStatus.DISABLED:
             return protocol.encode_error(
                 f"realtime is not enabled on table {table}: run SELECT enable_realtime(schema, table)",
                 ref=request.ref,
                 channel=name,
-            )
+            ), None
         if access is None or not access.rls_enabled or access.bypass or audience.bypasses_rls:
-            return None
+            return None, access
         role = audience.role
         if not access.role_exists:
             reason = f"role {role!r} does not exist in the database"
@@ -163,5 +215,5 @@ class TableChannels:
                 "it can see no row"
             )
         else:
-            return None
-        return protocol.encode_error(reason, ref=request.ref, channel=name)
+            return None, access
+        return protocol.encode_error(reason, ref=request.ref, channel=name), access

@@ -44,16 +44,19 @@ from app.protocol.requests import (
     parse_client_message,
     parse_request,
 )
+from app.protocol.table_options import EVENTS, NO_OPTIONS, TableOptions, parse_table_options
 
 __all__ = [
     "BROADCAST_PREFIX",
     "CHANNEL_PREFIX",
+    "EVENTS",
     "HEARTBEAT",
     "MAX_BROADCAST_NAME_BYTES",
     "MAX_CHANGE_ID",
     "MAX_EVENT_BYTES",
     "MAX_IDENTIFIER_BYTES",
     "MAX_REF_LENGTH",
+    "NO_OPTIONS",
     "TABLE_PREFIX",
     "AccessTokenRequest",
     "BroadcastChannel",
@@ -69,6 +72,7 @@ __all__ = [
     "Ref",
     "Request",
     "TableChannel",
+    "TableOptions",
     "TrackRequest",
     "UntrackRequest",
     "check_name",
@@ -82,4 +86,5 @@ __all__ = [
     "parse_channel",
     "parse_client_message",
     "parse_request",
+    "parse_table_options",
 ]

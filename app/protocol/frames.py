@@ -20,8 +20,10 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def encode_ack(channel: str, ref: Ref | None = None) -> str:
+def encode_ack(channel: str, ref: Ref | None = None, subscription: str | None = None) -> str:
     message: dict[str, object] = {"type": "ack", "channel": channel}
+    if subscription is not None:
+        message["subscription"] = subscription
     if ref is not None:
         message["ref"] = ref
     return _dumps(message)
@@ -36,11 +38,18 @@ def encode_reply(ref: Ref | None = None) -> str:
 
 
 def encode_error(
-    error: str, *, ref: Ref | None = None, channel: str | None = None, code: str | None = None
+    error: str,
+    *,
+    ref: Ref | None = None,
+    channel: str | None = None,
+    code: str | None = None,
+    subscription: str | None = None,
 ) -> str:
     message: dict[str, object] = {"type": "error", "error": error}
     if channel is not None:
         message["channel"] = channel
+    if subscription is not None:
+        message["subscription"] = subscription
     if code is not None:
         message["code"] = code
     if ref is not None:

@@ -7,8 +7,9 @@ from typing import Literal
 
 import orjson
 
-from app.protocol.channels import BroadcastChannel, Channel, parse_channel
+from app.protocol.channels import BroadcastChannel, Channel, TableChannel, parse_channel
 from app.protocol.common import ProtocolError, Ref, check_name, clip, parse_ref
+from app.protocol.table_options import NO_OPTIONS, TableOptions, parse_table_options
 
 # Change ids are PostgreSQL bigints.
 MAX_CHANGE_ID = 2**63 - 1
@@ -21,13 +22,15 @@ _BROADCAST_TYPES = ("broadcast", "track", "untrack")
 
 @dataclass(frozen=True, slots=True)
 class ChannelRequest:
-    """A subscribe or unsubscribe from a client. `receive_own` is a broadcast channel's `self` option."""
+    """A subscribe or unsubscribe from a client. `receive_own` is a broadcast channel's `self` option;
+    `options` a table channel's filter, events, columns and subscription id."""
 
     type: MessageType
     channel: Channel
     ref: Ref | None = None
     since: int | None = None
     receive_own: bool = False
+    options: TableOptions = NO_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +121,14 @@ def _channel_request(message: dict[str, object]) -> ChannelRequest:
             receive_own = False
         elif not isinstance(receive_own, bool):
             raise ProtocolError("self must be true or false")
+        # A table channel's options; like any field a kind does not know, other kinds ignore them.
+        options = NO_OPTIONS
+        if isinstance(channel, TableChannel):
+            options = parse_table_options(message, subscribe=kind == "subscribe")
     except ProtocolError as error:
         error.ref = ref
         raise
-    return ChannelRequest(kind, channel, ref, since, receive_own)  # type: ignore[arg-type]
+    return ChannelRequest(kind, channel, ref, since, receive_own, options)  # type: ignore[arg-type]
 
 
 def _broadcast_request(message: dict[str, object]) -> BroadcastRequest | TrackRequest | UntrackRequest:

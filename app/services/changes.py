@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -150,7 +150,8 @@ async def fetch_id(conn: AsyncConnection[Any], query: str) -> int:
 
 
 ChangeRow = tuple[int, str, str, str, str | None, str | None, bool]
-Authorize = Callable[[Sequence[Change]], Awaitable[Mapping[int, Mapping[Any, str | None]]]]
+# Per change id: what publish needs to give each subscriber group its own frame (absent: the shared one).
+Authorize = Callable[[Sequence[Change]], Awaitable[Mapping[int, Any]]]
 
 
 class ChangeFeed:
@@ -161,8 +162,9 @@ class ChangeFeed:
     id it delivered. It never depends on a notification's content, so a notification lost
     while the listener was down costs latency, not data: the next wake-up reads everything since.
     `last_id` only moves between awaits, after the change it names was published: replays rely on that.
-    Changes of tables with row-level security are authorized per audience (`authorize`) before they are
-    published; `settled_at` tells a joining subscriber when no batch is between read and published.
+    Before a batch is published, `authorize` gives the frames of its changes that differ by subscriber
+    group (row-level security, row filters, events, columns: app.services.table_views); `settled_at`
+    tells a joining subscriber when no batch is between read and published.
     """
 
     def __init__(
@@ -170,10 +172,10 @@ class ChangeFeed:
         pool: AsyncConnectionPool,
         conninfo: str,
         framer: ChangeFramer,
-        publish: Callable[[Sequence[Change], Mapping[int, Mapping[Any, str | None]]], None],
+        publish: Callable[[Sequence[Change], Mapping[int, Any]], None],
         *,
         authorize: Authorize,
-        wait_for_room: Callable[[int, Collection[str]], Awaitable[None]],
+        wait_for_room: Callable[[Sequence[Change], Mapping[int, Any]], Awaitable[None]],
         batch_size: int,
         batch_bytes: int,
         busy_interval: float = 0.0,
@@ -360,12 +362,12 @@ class ChangeFeed:
     async def _deliver(self, changes: list[Change]) -> None:
         self.reading_to = changes[-1].id
         try:
-            per_audience = await self._authorize(changes) if any(c.rls for c in changes) else {}
-            await self._wait_for_room(len(changes), {c.channel for c in changes})
+            per_group = await self._authorize(changes)
+            await self._wait_for_room(changes, per_group)
         except BaseException:
             self.reading_to = self.last_id
             raise
-        self._publish(changes, per_audience)
+        self._publish(changes, per_group)
         for change in changes:
             self.recent.add(change)
         self.last_id = changes[-1].id

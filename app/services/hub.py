@@ -7,12 +7,15 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from app import protocol
-from app.services.audience import Audience, audience_of
+from app.filters.matching import FilterSet
+from app.services.audience import audience_of
 from app.services.auth import Principal
+from app.services.changes import Change
 from app.services.subscribers import Subscriber
+from app.services.views import PLAIN, GroupKey, channel_of
 from app.wire import text_frame
 
 log = logging.getLogger(__name__)
@@ -32,13 +35,24 @@ def frame_type(frame: str) -> str:
 
 
 class Hub:
-    """Channel → audience → subscribers. Publishing hands the same frame object to every subscriber of an
-    audience (of the whole channel, for tables without row-level security)."""
+    """Channel → group → subscribers, where a group is an audience and a view (app.services.views):
+    subscribers that neither row-level security nor their subscription's options tell apart. Publishing
+    hands the same frame object to every subscriber of a group (of the whole channel, when every
+    subscription is plain and the table has no row-level security).
+
+    A subscriber's subscriptions are keys (app.services.views.subscription_key): the channel's name, or
+    the name and the client's subscription id; `subscriber.views` holds the view of each key that is not
+    plain. Each channel's row filters are counted by group and indexed (app.filters.matching).
+    """
 
     def __init__(self, *, send_queue_size: int, slow_client_timeout: float) -> None:
         self._send_queue_size = send_queue_size
         self._slow_client_timeout = slow_client_timeout
-        self._channels: dict[str, dict[Audience, set[Subscriber]]] = {}
+        self._channels: dict[str, dict[GroupKey, set[Subscriber]]] = {}
+        self._filters: dict[str, FilterSet] = {}
+        self._shaped: dict[str, int] = {}  # channel → its groups whose view is not plain
+        # channel → filter key (None: no filter) → the channel's groups with that filter
+        self._by_filter: dict[str, dict[str | None, set[GroupKey]]] = {}
         self._subscribers: set[Subscriber] = set()
         # While a batch is published: the subscribers holding frames for it (see batch()).
         self._batch: list[Subscriber] | None = None
@@ -97,22 +111,43 @@ class Hub:
         subscriber.audience = audience
         return left
 
-    def subscribe(self, subscriber: Subscriber, channel: str) -> None:
+    def subscribe(self, subscriber: Subscriber, key: str) -> None:
+        """Live delivery for one of the subscriber's subscriptions, through its view."""
         if subscriber in self._subscribers:
+            channel = channel_of(key)
             groups = self._channels.setdefault(channel, {})
-            groups.setdefault(subscriber.audience, set()).add(subscriber)
-            subscriber.channels.add(channel)
+            view = subscriber.views.get(key, PLAIN)
+            group = (subscriber.audience, view)
+            members = groups.get(group)
+            if members is None:
+                members = groups[group] = set()
+                self._by_filter.setdefault(channel, {}).setdefault(view.filter_key, set()).add(group)
+                if not view.plain:
+                    self._shaped[channel] = self._shaped.get(channel, 0) + 1
+                if view.filter is not None:
+                    self._filters.setdefault(channel, FilterSet()).add(view.filter)
+            members.add(subscriber)
+            subscriber.channels.add(key)
 
-    def audiences(self, channel: str) -> list[Audience]:
-        """The audiences with a live subscriber on the channel."""
-        return list(self._channels.get(channel, ()))
+    def groups_by_filter(self, channel: str) -> Mapping[str | None, Collection[GroupKey]]:
+        """The channel's groups by their row filter's key (None: no filter). Not a copy."""
+        return self._by_filter.get(channel, {})
 
-    def unsubscribe(self, subscriber: Subscriber, channel: str) -> bool:
-        """False when the subscriber was not subscribed to the channel."""
-        if channel not in subscriber.channels:
+    def filters(self, channel: str) -> FilterSet | None:
+        """The row filters of the channel's live groups."""
+        return self._filters.get(channel)
+
+    def shaped(self, channel: str) -> bool:
+        """Whether some live subscription of the channel is not plain (a filter, events, columns, an id)."""
+        return channel in self._shaped
+
+    def unsubscribe(self, subscriber: Subscriber, key: str) -> bool:
+        """False when the subscriber had no such subscription."""
+        if key not in subscriber.channels:
             return False
-        subscriber.channels.discard(channel)
-        self._leave(subscriber, channel)
+        subscriber.channels.discard(key)
+        self._leave(subscriber, key)
+        subscriber.views.pop(key, None)
         return True
 
     @contextlib.contextmanager
@@ -136,55 +171,80 @@ class Hub:
                 subscriber.flush()
 
     def publish(self, channel: str, frame: str) -> None:
+        """The same frame to every plain subscription of the channel."""
         groups = self._channels.get(channel)
         if not groups:
             return
         wire = text_frame(frame)  # built once, written as is to every direct-path socket
         # Snapshots: a subscriber closed as too slow leaves its group, which may empty and disappear.
-        for subscribers in list(groups.values()):
-            self.change_deliveries += len(subscribers)
-            self._offer(subscribers, frame, wire)
+        for (_, view), subscribers in list(groups.items()):
+            if view is PLAIN or view.plain:
+                self.change_deliveries += len(subscribers)
+                self._offer(subscribers, frame, wire)
 
-    def publish_per_audience(self, channel: str, frames: Mapping[Audience, str | None]) -> None:
-        """Each audience gets its own frame (None: this change is not for it)."""
-        # Audiences that may see all of a change share one frame object: build its bytes once.
+    def publish_per_group(self, channel: str, frames: Mapping[GroupKey, str | None]) -> None:
+        """Each group gets its own frame (None, or absent: this change is not for it). Only the groups
+        named are visited: a change for one of 10,000 filtered groups costs one."""
+        groups = self._channels.get(channel)
+        if not groups:
+            return
+        # Groups that see a change alike share one frame object: build its bytes once.
         wires: dict[int, bytes] = {}
-        for audience, subscribers in list(self._channels.get(channel, {}).items()):
-            frame = frames.get(audience)
-            if frame is not None:
+        for group, frame in frames.items():
+            subscribers = groups.get(group)
+            if frame is not None and subscribers:
                 wire = wires.get(id(frame))
                 if wire is None:
                     wire = wires[id(frame)] = text_frame(frame)
                 self.change_deliveries += len(subscribers)
                 self._offer(subscribers, frame, wire)
 
-    def is_live(self, subscriber: Subscriber, channel: str) -> bool:
-        """Whether the subscriber receives the channel's changes as they are published."""
-        return subscriber in self._channels.get(channel, {}).get(subscriber.audience, ())
+    def is_live(self, subscriber: Subscriber, key: str) -> bool:
+        """Whether the subscription receives the channel's changes as they are published."""
+        group = (subscriber.audience, subscriber.views.get(key, PLAIN))
+        return subscriber in self._channels.get(channel_of(key), {}).get(group, ())
 
     def has_subscribers(self, channel: str) -> bool:
         return channel in self._channels
 
-    async def wait_for_room(self, frames: int, channels: Collection[str]) -> None:
-        """Wait, at most the slow-client timeout, until every queue subscribed to `channels` can take
-        `frames` more.
+    async def wait_for_room(
+        self, changes: Sequence[Change], per_group: Mapping[int, Mapping[GroupKey, str | None]]
+    ) -> None:
+        """Wait, at most the slow-client timeout, until every queue that the changes are for can take
+        as many frames as there are changes: every subscriber of a change's channel, or, where
+        `per_group` gives a change's frames by group, the subscribers of the groups it has a frame for
+        (so that 10,000 filtered subscribers cost nothing here when a change is for one of them).
 
         A burst larger than a queue (a bulk UPDATE) then slows delivery to the pace of the slowest reader
         instead of disconnecting readers that are merely slower than the database. A reader still full
         when the timeout ends is closed as too slow by the publish that follows.
         """
-        needed = min(frames, self._send_queue_size)
+        needed = min(len(changes), self._send_queue_size)
+        channels = {c.channel for c in changes if c.id not in per_group}
+        groups = {
+            (c.channel, group)
+            for c in changes
+            if c.id in per_group
+            for group, frame in per_group[c.id].items()
+            if frame is not None
+        }
         deadline = time.monotonic() + self._slow_client_timeout
         # Polling, and only while some queue is full: an event would cost every writer a call per frame.
-        while self._some_queue_lacks(needed, channels) and time.monotonic() < deadline:  # noqa: ASYNC110
+        while self._some_queue_lacks(needed, channels, groups) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.002)
 
-    def _some_queue_lacks(self, room: int, channels: Collection[str]) -> bool:
-        return any(
+    def _some_queue_lacks(
+        self, room: int, channels: Collection[str], groups: Collection[tuple[str, GroupKey]]
+    ) -> bool:
+        if any(
             s.room < room
             for channel in channels
             for subscribers in self._channels.get(channel, {}).values()
             for s in subscribers
+        ):
+            return True
+        return any(
+            s.room < room for channel, group in groups for s in self._channels.get(channel, {}).get(group, ())
         )
 
     async def run_heartbeats(self, interval: float) -> None:
@@ -239,18 +299,39 @@ class Hub:
         return sum(depths), max(depths, default=0)
 
     def _leave_all(self, subscriber: Subscriber) -> None:
-        for channel in subscriber.channels:
-            self._leave(subscriber, channel)
+        for key in subscriber.channels:
+            self._leave(subscriber, key)
         subscriber.channels.clear()
+        subscriber.views.clear()
 
-    def _leave(self, subscriber: Subscriber, channel: str) -> None:
+    def _leave(self, subscriber: Subscriber, key: str) -> None:
+        channel = channel_of(key)
         groups = self._channels.get(channel)
         if groups is None:
             return
-        members = groups.get(subscriber.audience)
-        if members is not None:
-            members.discard(subscriber)
-            if not members:
-                del groups[subscriber.audience]
-                if not groups:
-                    del self._channels[channel]
+        view = subscriber.views.get(key, PLAIN)
+        group = (subscriber.audience, view)
+        members = groups.get(group)
+        if members is None or subscriber not in members:
+            return
+        members.discard(subscriber)
+        if members:
+            return
+        del groups[group]
+        if not groups:
+            del self._channels[channel]
+        by_filter = self._by_filter[channel]
+        by_filter[view.filter_key].discard(group)
+        if not by_filter[view.filter_key]:
+            del by_filter[view.filter_key]
+            if not by_filter:
+                del self._by_filter[channel]
+        if not view.plain:
+            self._shaped[channel] -= 1
+            if not self._shaped[channel]:
+                del self._shaped[channel]
+        if view.filter is not None:
+            filters = self._filters[channel]
+            filters.discard(view.filter.key)
+            if not len(filters):
+                del self._filters[channel]

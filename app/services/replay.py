@@ -11,8 +11,9 @@ from app import protocol
 from app.protocol import Channel
 from app.services.changes import Change, ChangeFeed, ChangeFramer, fetch_id
 from app.services.hub import Hub
-from app.services.rls import RowSecurity
 from app.services.subscribers import Subscriber
+from app.services.table_views import TableViews
+from app.services.views import PLAIN
 
 REPLAY = "SELECT * FROM fluxbase_realtime.table_changes_after(%s, %s, %s, %s, %s, %s)"
 OLDEST = "SELECT fluxbase_realtime.oldest_retained_id()"
@@ -37,12 +38,12 @@ class Replayer:
         hub: Hub,
         feed: ChangeFeed,
         framer: ChangeFramer,
-        rls: RowSecurity,
+        views: TableViews,
         *,
         batch: int,
         batch_bytes: int,
     ) -> None:
-        self._rls = rls
+        self._views = views
         self._pool = pool
         self._hub = hub
         self._feed = feed
@@ -54,21 +55,32 @@ class Replayer:
         self.replay_gaps = 0
         self.replayed_changes = 0
 
-    async def replay(self, subscriber: Subscriber, channel: Channel, since: int) -> None:
+    async def replay(
+        self, subscriber: Subscriber, channel: Channel, since: int, key: str | None = None
+    ) -> None:
         """Replay what follows `since` (saying so when part of it is gone), then join live delivery."""
         self.replays += 1
         start = await self._starting_point(subscriber, channel.name, since)
-        await self.join(subscriber, channel, start, gap_reported=start != since)
+        await self.join(subscriber, channel, start, key, gap_reported=start != since)
 
     async def join(
-        self, subscriber: Subscriber, channel: Channel, cursor: int, *, gap_reported: bool = True
+        self,
+        subscriber: Subscriber,
+        channel: Channel,
+        cursor: int,
+        key: str | None = None,
+        *,
+        gap_reported: bool = True,
     ) -> None:
-        """Send the channel's changes after `cursor` up to the live feed, then subscribe live.
+        """Send the subscription's changes after `cursor` up to the live feed, then subscribe it live.
+        `key`: the subscription (app.services.views.subscription_key; the channel's name by default),
+        whose view filters and shapes what is replayed exactly as live delivery does.
 
         Returns without waiting when the feed is exactly at `cursor` (a plain subscribe, usually). Recent
         changes come from the feed's memory, without a query, so a join does not chase a busy feed.
         """
-        name = channel.name
+        name = key if key is not None else channel.name
+        channel_name = channel.name
         batch = max(1, min(self._batch, subscriber.capacity // 2))
         me = asyncio.current_task()
         tracked = subscriber.replays.get(name) is me
@@ -92,7 +104,7 @@ class Replayer:
             upto = self._feed.last_id
             recent = self._feed.recent.after(cursor)
             if recent is not None and len(recent) <= subscriber.room:
-                changes = [c for c in recent if c.channel == name]
+                changes = [c for c in recent if c.channel == channel_name]
                 next_cursor = upto
             else:
                 await subscriber.wait_for_room(batch)
@@ -101,14 +113,13 @@ class Replayer:
                 changes, next_cursor, gap_reported = await self._read(
                     subscriber, channel, cursor, min(upto, cursor + WINDOW), batch, gap_reported
                 )
-            audience = subscriber.audience
-            per_audience = (
-                await self._rls.authorize_for(changes, audience) if any(c.rls for c in changes) else {}
+            frames = await self._views.frames_for(
+                changes, subscriber.audience, subscriber.views.get(name, PLAIN)
             )
             if not wanted():
                 return
             for change in changes:
-                frame = per_audience[change.id].get(audience) if change.id in per_audience else change.frame
+                frame = frames[change.id]
                 if frame is not None:
                     self.replayed_changes += 1
                     self._hub.offer_to([subscriber], frame)

@@ -15,24 +15,24 @@ as that role, with each audience's claims. The rules:
 - Columns the role may not SELECT are removed from every record sent.
 - A policy that raises: that audience gets an `authorization_failed` error for the change; others are
   unaffected.
+
+Frames are built by app.services.views, where a subscription's row filter narrows this visibility.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
-import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from app import protocol
-from app.protocol import Operation, TableChannel
+from app.protocol import TableChannel
 from app.services.audience import Audience
-from app.services.changes import Change, ChangeFramer
+from app.services.changes import Change
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,8 @@ class TableAccess:
 class RowSecurity:
     """Authorizes changes of RLS tables per audience; counts the checks it issues."""
 
-    def __init__(self, pool: AsyncConnectionPool, framer: ChangeFramer, *, concurrency: int) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, concurrency: int) -> None:
         self._pool = pool
-        self._framer = framer
         self._limit = asyncio.Semaphore(concurrency)
         self.checks_issued = 0
         self.changes_checked = 0
@@ -82,71 +81,33 @@ class RowSecurity:
         exists, rls, bypass, columns, allowed, keys, policies = row
         return TableAccess(exists, rls, bypass, tuple(columns), frozenset(allowed), tuple(keys), policies)
 
-    async def authorize(
-        self, changes: Sequence[Change], audiences: Callable[[str], Collection[Audience]]
-    ) -> dict[int, dict[Audience, str | None]]:
-        """For every change of an RLS table that has audiences: each audience's frame, or None."""
-        by_channel: dict[str, list[Change]] = {}
-        for change in changes:
-            if change.rls and audiences(change.channel):
-                by_channel.setdefault(change.channel, []).append(change)
-        frames: dict[int, dict[Audience, str | None]] = {c.id: {} for cs in by_channel.values() for c in cs}
-        await asyncio.gather(
-            *(
-                self._authorize_channel(batch, list(audiences(name)), frames)
-                for name, batch in by_channel.items()
-            )
-        )
-        self.changes_checked += len(frames)
-        return frames
-
-    async def authorize_for(
-        self, changes: Sequence[Change], audience: Audience
-    ) -> dict[int, dict[Audience, str | None]]:
-        """`authorize` for one audience (a replay to one subscriber)."""
-        return await self.authorize(changes, lambda _channel: (audience,))
-
-    async def _authorize_channel(
-        self, changes: list[Change], audiences: list[Audience], frames: dict[int, dict[Audience, str | None]]
-    ) -> None:
+    async def visibility(
+        self, changes: Sequence[Change], audiences: Collection[Audience]
+    ) -> tuple[dict[Audience, list[Visibility]], dict[str, TableAccess | None]]:
+        """For changes of one table: each audience's visibility of each change (FAILED where a policy
+        raised), and what each of their roles may see of the table."""
         channel = TableChannel(changes[0].schema, changes[0].table)
         roles = {a.role for a in audiences}
         accesses = dict(
             zip(roles, await asyncio.gather(*(self.access(channel, r) for r in roles)), strict=True)
         )
-        # A TRUNCATE has no row to evaluate policies on: it goes to every role that may SELECT the table.
-        rows = [c for c in changes if c.op != "TRUNCATE"]
+        # Callers pass only changes with rows: a TRUNCATE has no row to evaluate policies on, and goes to
+        # every role that may SELECT a column of the table (app.services.table_views).
         visibility: dict[Audience, list[Visibility]] = {}
         to_check: dict[str, list[Audience]] = {}
         for audience in audiences:
-            decided = _decided(audience, accesses[audience.role], len(rows))
-            if decided is not None or not rows:
-                visibility[audience] = decided or []
+            decided = _decided(audience, accesses[audience.role], len(changes))
+            if decided is not None:
+                visibility[audience] = decided
             else:
                 to_check.setdefault(audience.role, []).append(audience)
+        batch = list(changes)
         for checked in await asyncio.gather(
-            *(self._check_role(role, group, channel, rows) for role, group in to_check.items())
+            *(self._check_role(role, group, channel, batch) for role, group in to_check.items())
         ):
             visibility.update(checked)
-        parsed: dict[int, tuple[Any, Any]] = {}
-        for audience in audiences:
-            visible = iter(visibility[audience])
-            access = accesses[audience.role]
-            for change in changes:
-                if change.op == "TRUNCATE":
-                    may_select = access is not None and bool(access.allowed_columns)
-                    frames[change.id][audience] = change.frame if may_select else None
-                    continue
-                new_visible, old_visible = next(visible)
-                if (new_visible, old_visible) == FAILED and access is not None:
-                    frame: str | None = protocol.encode_error(
-                        f"change {change.id} could not be authorized: a row-level security policy failed",
-                        channel=change.channel,
-                        code="authorization_failed",
-                    )
-                else:
-                    frame = self._frame_for(change, audience, access, new_visible, old_visible, parsed)
-                frames[change.id][audience] = frame
+        self.changes_checked += len(changes)
+        return visibility, accesses
 
     async def _check_role(
         self, role: str, audiences: list[Audience], channel: TableChannel, changes: list[Change]
@@ -197,46 +158,6 @@ class RowSecurity:
             checked[audiences[position - 1]].append((new_visible, old_visible))
         return checked
 
-    def _frame_for(
-        self,
-        change: Change,
-        audience: Audience,
-        access: TableAccess | None,
-        new_visible: bool | None,
-        old_visible: bool | None,
-        parsed: dict[int, tuple[Any, Any]],
-    ) -> str | None:
-        if access is None:
-            return None
-        op = cast(Operation, change.op)
-        keys_only = False
-        if op == "UPDATE" and new_visible and not old_visible:
-            op = "INSERT"  # entered the view
-        elif op == "UPDATE" and old_visible and not new_visible:
-            op, keys_only = "DELETE", True  # left the view
-        elif not (new_visible if op != "DELETE" else old_visible):
-            return None
-        trusted = audience.bypasses_rls or not access.hides_columns
-        if op == change.op and trusted:
-            return change.frame  # the shared frame, serialized once
-        if change.id not in parsed:
-            parsed[change.id] = (
-                orjson.loads(change.record) if change.record else None,
-                orjson.loads(change.old_record) if change.old_record else None,
-            )
-        record, old_record = parsed[change.id]
-        allowed: Collection[str] = access.allowed_columns if not audience.bypasses_rls else access.all_columns
-        if keys_only:
-            allowed = [k for k in access.key_columns if k in allowed]
-        return self._framer.encode(
-            change.id,
-            change.schema,
-            change.table,
-            op,
-            _only(record, allowed) if op != "DELETE" else None,
-            _only(old_record, allowed) if op != "INSERT" else None,
-        )
-
 
 def _decided(audience: Audience, access: TableAccess | None, count: int) -> list[Visibility] | None:
     """Visibility known without evaluating a policy, or None when the policies must be checked."""
@@ -251,9 +172,3 @@ def _decided(audience: Audience, access: TableAccess | None, count: int) -> list
 
 def _records(changes: Sequence[Change]) -> tuple[list[str | None], list[str | None]]:
     return [c.record for c in changes], [c.old_record for c in changes]
-
-
-def _only(record: Any, columns: Collection[str]) -> str | None:
-    if record is None:
-        return None
-    return orjson.dumps({k: v for k, v in record.items() if k in columns}).decode()

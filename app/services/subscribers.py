@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from app.services.audience import Audience, audience_of
 from app.services.auth import Principal
+from app.services.views import View
 from app.wire import FrameWriter
 
 
@@ -44,6 +45,7 @@ class Subscriber:
         "client",
         "principal",
         "replays",
+        "views",
     )
 
     def __init__(self, principal: Principal, capacity: int, client: str = "") -> None:
@@ -53,6 +55,8 @@ class Subscriber:
         # Channels subscribed, live or still replaying; replays in progress, by channel.
         self.channels: set[str] = set()
         self.replays: dict[str, asyncio.Task[None]] = {}
+        # The view of each subscription that is not plain (a filter, events, columns, an id), by key.
+        self.views: dict[str, View] = {}
         self._capacity = capacity
         self._frames: deque[str] = deque()
         # The writer waiting in next_frame, if any; else what to call when there is something to send

@@ -7,6 +7,7 @@ from bench.scenarios import (
     capture,
     connections,
     fanout,
+    filters,
     ingest,
     latency,
     overhead,
@@ -29,5 +30,6 @@ ALL: tuple[Scenario, ...] = (
     rls.SCENARIO,
     broadcast.SCENARIO,
     presence.SCENARIO,
+    filters.SCENARIO,
 )
 BY_NAME = {scenario.name: scenario for scenario in ALL}

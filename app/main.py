@@ -150,7 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
             batch=settings.realtime_fetch_batch,
             batch_bytes=settings.realtime_fetch_batch_bytes,
         )
-        broadcasts = BroadcastChannels(hub, replayer, ChannelAccess(pool), settings)
+        broadcasts = BroadcastChannels(hub, feed, replayer, ChannelAccess(pool), settings)
         presence = PresenceTable()
         rooms = PresenceRooms(hub, presence, settings, broadcasts.members)
         transport: BusTransport = (

@@ -18,6 +18,7 @@ from app.channels.replays import start_replay, stop_replay
 from app.config import Settings
 from app.protocol import BroadcastChannel
 from app.services.bus import BusUnavailable
+from app.services.changes import ChangeFeed
 from app.services.channel_access import ChannelAccess
 from app.services.cluster import Cluster
 from app.services.hub import Hub
@@ -50,8 +51,11 @@ class BroadcastChannels:
 
     prefix = protocol.BROADCAST_PREFIX
 
-    def __init__(self, hub: Hub, replayer: Replayer, access: ChannelAccess, settings: Settings) -> None:
+    def __init__(
+        self, hub: Hub, feed: ChangeFeed, replayer: Replayer, access: ChannelAccess, settings: Settings
+    ) -> None:
         self._hub = hub
+        self._feed = feed
         self._replayer = replayer
         self._access = access
         self._settings = settings
@@ -102,7 +106,12 @@ class BroadcastChannels:
         else:
             membership.receive_own, membership.can_write = request.receive_own, permissions.write
         subscriber.channels.add(name)
-        self._reply(subscriber, protocol.encode_ack(name, request.ref))
+        # Messages from the database: from `since`, or from the feed's position now (told in the ack, so
+        # that a client cut off before its first message resumes from there), with no await between.
+        joining = request.since is None and name not in subscriber.replays
+        joining = joining and not self._hub.is_live(subscriber, name)
+        since = self._feed.last_id if joining else None
+        self._reply(subscriber, protocol.encode_ack(name, request.ref, since=since))
         self._reply(subscriber, state)
         if request.since is not None:
             stop_replay(subscriber, name)
@@ -110,7 +119,7 @@ class BroadcastChannels:
             subscriber.channels.add(name)
             replay = self._replayer.replay(subscriber, channel, request.since)
             start_replay(subscriber, name, replay, self._abandon)
-        elif name not in subscriber.replays and not self._hub.is_live(subscriber, name):
+        elif joining:
             self._hub.subscribe(subscriber, name)
 
     async def unsubscribe(self, subscriber: Subscriber, request: protocol.ChannelRequest) -> None:

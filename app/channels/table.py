@@ -102,6 +102,9 @@ class TableChannels:
         subscriber.channels.add(key)
         if not view.plain:
             subscriber.views[key] = view
+        if request.since is None:
+            # Where it starts: a client cut off before any change reached it resumes from here.
+            ack = protocol.encode_ack(name, request.ref, options.subscription, since=now)
         hub.offer_to([subscriber], ack)
         if request.since is not None:
             start_replay(

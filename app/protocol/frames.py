@@ -20,10 +20,17 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def encode_ack(channel: str, ref: Ref | None = None, subscription: str | None = None) -> str:
+def encode_ack(
+    channel: str, ref: Ref | None = None, subscription: str | None = None, since: int | None = None
+) -> str:
+    """`since`: for a subscribe from "now", the change id the subscription starts after, as a string of
+    digits (ids may exceed a JS number): a client that is cut off before any change reached it resumes
+    with it, and misses nothing."""
     message: dict[str, object] = {"type": "ack", "channel": channel}
     if subscription is not None:
         message["subscription"] = subscription
+    if since is not None:
+        message["since"] = str(since)
     if ref is not None:
         message["ref"] = ref
     return _dumps(message)

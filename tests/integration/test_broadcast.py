@@ -18,7 +18,8 @@ async def test_subscribe_acks_then_sends_the_presence_state(server: ServerThread
     channel = room()
     async with realtime_client(server.ws_url) as client:
         await client.send(type="subscribe", channel=channel, ref="s1")
-        assert await client.receive() == {"type": "ack", "channel": channel, "ref": "s1"}
+        ack = await client.receive()
+        assert ack == {"type": "ack", "channel": channel, "ref": "s1", "since": ack["since"]}
         assert await client.receive() == {"type": "presence_state", "channel": channel, "presences": {}}
 
 
@@ -301,3 +302,17 @@ async def test_broadcasts_count_against_the_message_rate(database_url: str) -> N
             await client.send(type="broadcast", channel=channel, event="dropped", payload=0, ref=1)
             refusal = await client.receive()
     assert refusal["code"] == "rate_limited" and "ref" not in refusal
+
+
+async def test_the_ack_position_resumes_database_messages_sent_before_the_first_arrived(
+    server: ServerThread, db: psycopg.AsyncConnection
+) -> None:
+    channel = room()
+    async with realtime_client(server.ws_url) as client:
+        await client.send_raw(orjson.dumps({"type": "subscribe", "channel": channel}).decode())
+        ack = await client.receive()
+    await db.execute("SELECT realtime_broadcast(%s, 'while away', '{}')", (channel,))
+    async with realtime_client(server.ws_url) as client:
+        await join(client, channel, since=ack["since"])
+        [missed] = await client.broadcasts(1)
+    assert missed["event"] == "while away"

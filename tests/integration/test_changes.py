@@ -19,7 +19,8 @@ async def test_insert_update_delete_payloads(
     t = sql.Identifier(table)
     async with realtime_client(server.ws_url) as client:
         ack = await client.subscribe(channel)
-        assert ack == {"type": "ack", "channel": channel}
+        # A subscribe from "now" is told where it starts.
+        assert ack == {"type": "ack", "channel": channel, "since": ack["since"]} and ack["since"].isdigit()
 
         await db.execute(
             sql.SQL("INSERT INTO {} (name, price, data) VALUES ('Widget', 9.99, NULL)").format(t)
@@ -134,7 +135,9 @@ async def test_subscribe_twice_is_acked_twice_and_delivers_once(
     channel = f"table:public.{table}"
     t = sql.Identifier(table)
     async with realtime_client(server.ws_url) as client:
-        assert await client.subscribe(channel, ref="a") == {"type": "ack", "channel": channel, "ref": "a"}
+        first_ack = await client.subscribe(channel, ref="a")
+        assert first_ack == {"type": "ack", "channel": channel, "ref": "a", "since": first_ack["since"]}
+        # Already live: acked again, with no new position (the client keeps its own).
         assert await client.subscribe(channel, ref=2) == {"type": "ack", "channel": channel, "ref": 2}
         await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('once')").format(t))
         await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('sentinel')").format(t))
@@ -177,3 +180,19 @@ async def test_with_compression_negotiated_broadcasts_take_the_queued_path_intac
                 await db.execute(sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(t), (f"z{n}",))
             messages = await client.broadcasts(20)
     assert [m["payload"]["record"]["name"] for m in messages] == [f"z{n}" for n in range(20)]
+
+
+async def test_the_ack_position_resumes_a_client_cut_off_before_its_first_change(
+    server: ServerThread, db: psycopg.AsyncConnection, table: str
+) -> None:
+    channel = f"table:public.{table}"
+    t = sql.Identifier(table)
+    async with realtime_client(server.ws_url) as client:
+        ack = await client.subscribe(channel)
+    # Cut off before any change reached it; this one commits while it is away.
+    await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('while away')").format(t))
+    async with realtime_client(server.ws_url) as client:
+        resumed = await client.subscribe(channel, since=ack["since"])
+        [missed] = await client.broadcasts(1)
+    assert "since" not in resumed  # a resume names its own position
+    assert missed["payload"]["record"]["name"] == "while away"

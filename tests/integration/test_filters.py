@@ -108,7 +108,7 @@ async def test_columns_always_carry_the_primary_key(
 ) -> None:
     async with realtime_client(server.ws_url) as client:
         ack = await client.subscribe(f"table:public.{table}", columns=["name"], ref="c1")
-        assert ack == {"type": "ack", "channel": f"table:public.{table}", "ref": "c1"}
+        assert ack == {"type": "ack", "channel": f"table:public.{table}", "ref": "c1", "since": ack["since"]}
         await run(db, table, "INSERT INTO {t} (id, name, price) VALUES (1, 'a', 5)")
         await run(db, table, "UPDATE {t} SET price = 6 WHERE id = 1")
         await run(db, table, "DELETE FROM {t} WHERE id = 1")
@@ -124,7 +124,13 @@ async def test_several_subscriptions_to_one_table_on_one_connection(
     channel = f"table:public.{table}"
     async with realtime_client(server.ws_url) as client:
         ack = await client.subscribe(channel, subscription="list", filter="price=gt.10", ref=1)
-        assert ack == {"type": "ack", "channel": channel, "subscription": "list", "ref": 1}
+        assert ack == {
+            "type": "ack",
+            "channel": channel,
+            "subscription": "list",
+            "ref": 1,
+            "since": ack["since"],
+        }
         await client.subscribe(channel, subscription="detail", filter="id=eq.2", columns=["price"])
         await client.subscribe(channel)  # and the channel's own subscription, unfiltered
         await run(db, table, "INSERT INTO {t} (id, name, price) VALUES (1, 'a', 20), (2, 'b', 5)")

@@ -118,8 +118,13 @@ export class Subscription {
     // Answered synchronously, as the frame is read: the frames that follow the ack (a replay, sent with
     // it) may be read in the same tick, before any promise callback would run.
     this.transport.request(message, {
-      ack: () => {
+      ack: (frame: ServerFrame) => {
         if (this.state !== "subscribing") return;
+        // A subscribe from "now" is told where it starts: cut off before any change arrives, the channel
+        // resumes from there instead of not knowing what it missed.
+        if (this.lastId === null && typeof frame.since === "string" && /^\d+$/.test(frame.since)) {
+          this.lastId = frame.since;
+        }
         this.state = "subscribed";
         this.everAcked = true;
         this.retries = 0;

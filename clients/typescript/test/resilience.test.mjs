@@ -151,6 +151,9 @@ test("reset when the changes missed while away were pruned; the changes that fol
   proxy.refusing = true;
   proxy.cut();
   await writeStream(table, 3); // missed ...
+  // Numbered first: pruning only removes numbered changes, and with NOTIFY skipped under load the feed
+  // may not have run a pass since these committed.
+  await db.query("SELECT fluxbase_realtime.sequence_commits()");
   await db.query("SELECT fluxbase_realtime.prune_change_log(make_interval(secs => 0), 1, 100000)"); // ... and gone
   const reset = next((resolve) => recorder.channel.on("status", (s, d) => s === "reset" && resolve(d)), "reset");
   proxy.refusing = false;
@@ -160,18 +163,22 @@ test("reset when the changes missed while away were pruned; the changes that fol
   await waitFor(() => recorder.seen.includes(100), "the change after the reset");
 });
 
-test("a reconnect before any change was delivered emits reset (the position is unknown)", async (t) => {
+test("a reconnect before any change was delivered resumes from the ack's position: nothing is missed", async (t) => {
   const proxy = await new Proxy(server.port).start();
   t.after(() => proxy.close());
   const table = await createTable(db);
   const { realtime } = client(proxy.url);
   t.after(() => realtime.disconnect());
   const recorder = await record(realtime, table);
-  const reset = next((resolve) => recorder.channel.on("status", (s, d) => s === "reset" && resolve(d)), "reset");
+  const statuses = [];
+  recorder.channel.on("status", (s) => statuses.push(s));
+  const resumed = next((resolve) => recorder.channel.on("status", (s) => s === "resumed" && resolve()), "resumed");
   proxy.cut();
-  assert.deepEqual(await reset, { reason: "position_unknown" });
-  await db.query(`INSERT INTO "${table}" (name, n) VALUES ('after', 1)`);
-  await waitFor(() => recorder.seen.length === 1);
+  // Committed while the channel is away and before any change reached it.
+  await db.query(`INSERT INTO "${table}" (name, n) VALUES ('while away', 1)`);
+  await resumed;
+  await waitFor(() => recorder.seen.length === 1, "the change committed while away");
+  assert.ok(!statuses.includes("reset"), `no reset: ${statuses}`);
 });
 
 test("the token is refreshed in band before it expires: the connection stays up", async (t) => {

@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from app.protocol import BroadcastChannel, BroadcastEncoder, Operation, TableChannel, encode_message
 from app.services.histogram import Histogram
 from app.services.pacing import PassPacer
+from app.services.sessions import KEEPALIVES
 
 log = logging.getLogger(__name__)
 
@@ -298,11 +299,7 @@ class ChangeFeed:
                 autocommit=True,
                 application_name="fluxbase-realtime-feed",
                 options=FEED_SESSION_OPTIONS,
-                # A silently dropped link (no FIN) must end the connection, or a pass would wait forever.
-                keepalives=1,
-                keepalives_idle=10,
-                keepalives_interval=5,
-                keepalives_count=3,
+                **KEEPALIVES,
             )
         return self._conn
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
+from app.services.sessions import KEEPALIVES
+
 log = logging.getLogger(__name__)
 
 
@@ -36,11 +38,7 @@ class ChangeListener:
                     self._conninfo,
                     autocommit=True,
                     application_name="fluxbase-realtime-listener",
-                    # A silently dropped link (no FIN) must still end the connection, or nothing wakes us.
-                    keepalives=1,
-                    keepalives_idle=10,
-                    keepalives_interval=5,
-                    keepalives_count=3,
+                    **KEEPALIVES,
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self.connected = True

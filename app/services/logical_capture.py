@@ -26,6 +26,7 @@ from app.services import pgoutput
 from app.services.logical_session import StreamSession
 from app.services.logical_stream import ReplicationStream, StreamError
 from app.services.replication_slot import SlotError, replace_lost_slot, slot_state
+from app.services.sessions import KEEPALIVES
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,7 @@ class LogicalCapture:
                     application_name="fluxbase-realtime-consumer",
                     # Its commits need not wait for their WAL flush (see _Session._confirm_durable).
                     options="-c synchronous_commit=off",
-                    keepalives=1,
-                    keepalives_idle=10,
-                    keepalives_interval=5,
-                    keepalives_count=3,
+                    **KEEPALIVES,
                 ) as writer:
                     await self._become_consumer(writer)
                     self.leading = True

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import pq
 
 from app.services import pgoutput
+from app.services.sessions import KEEPALIVES
 
 # Slot names may hold lowercase letters, digits and underscores (PostgreSQL's own rule); publication
 # names are held to the same here, so both can be written into START_REPLICATION without quoting games.
@@ -49,10 +50,7 @@ class ReplicationStream:
             autocommit=True,
             replication="database",
             application_name="fluxbase-realtime-logical",
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
+            **KEEPALIVES,
         )
         stream = cls(conn)
         try:

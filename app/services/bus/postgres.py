@@ -20,6 +20,7 @@ from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
 from app.services.bus.transport import BusUnavailable, backoff
+from app.services.sessions import KEEPALIVES
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,6 @@ async def _connect(conninfo: str, name: str) -> AsyncConnection[Any]:
         conninfo,
         autocommit=True,
         application_name=name,
-        # A silently dropped link must end the connection, or the bus would wait forever.
-        keepalives=1,
-        keepalives_idle=10,
-        keepalives_interval=5,
-        keepalives_count=3,
+        **KEEPALIVES,
         connect_timeout=10,
     )

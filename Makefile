@@ -24,7 +24,7 @@ run: $(VENV)/.installed
 migrate: $(VENV)/.installed
 	$(BIN)/fluxbase-realtime migrate
 
-## Lint, type-check and run the whole suite against a real PostgreSQL (see README: TEST_DATABASE_URL).
+## Lint, type-check and run the whole suite against a real PostgreSQL (see docs/tests.md: TEST_DATABASE_URL).
 test: $(VENV)/.installed-dev lint
 	$(BIN)/pytest
 	$(MAKE) clients-test

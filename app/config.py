@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         description="Most seconds between sequencer passes: the longest a change can wait to be read.",
     )
 
-    # Capture: triggers (default) or logical decoding of the WAL (README: design notes).
+    # Capture: triggers (default) or logical decoding of the WAL (docs/design.md: Capture modes).
     realtime_capture: Literal["trigger", "logical"] = Field(
         default="trigger",
         description="How changes are captured: 'trigger' or 'logical' (needs wal_level=logical).",

@@ -165,7 +165,7 @@ def write_json(document: dict[str, Any]) -> Path:
 
 
 def write_markdown(text: str, size: Size) -> Path:
-    """bench/results/latest.md for a full run (the README's table), quick-latest.md for a quick one."""
+    """bench/results/latest.md for a full run (docs/benchmarks.md quotes it); quick-latest.md for quick."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / ("latest.md" if size == "full" else "quick-latest.md")
     path.write_text(text + "\n")

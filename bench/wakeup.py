@@ -1,6 +1,6 @@
 """`python -m bench.wakeup`: what one change feed wake-up costs the database, piece by piece.
 
-A wake-up is on every change's way to its subscribers (README, Benchmark: what bounds latency). On a
+A wake-up is on every change's way to its subscribers (docs/benchmarks.md: what bounds latency). On a
 scratch database with the current migrations, one realtime table, and no service running, this commits
 one single-row transaction at a time and then times, from this process, the feed's own statements:
 

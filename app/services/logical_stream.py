@@ -3,7 +3,7 @@
 psycopg 3 has no replication API (psycopg/psycopg#71), but its libpq binding (`psycopg.pq`) exposes the
 calls a COPY BOTH stream needs: `send_query` for START_REPLICATION, `get_copy_data` / `put_copy_data` /
 `flush`, and the socket to wait on. The bytes are read by app/services/pgoutput.py. Why this and not
-psycopg2's LogicalReplicationConnection: see the README's design notes.
+psycopg2's LogicalReplicationConnection: see docs/design.md (Capture modes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-/** The frames of the fluxbase-realtime protocol, as the client sees them (see the server's README). */
+/** The frames of the fluxbase-realtime protocol, as the client sees them (see the server's docs/protocol.md). */
 
 import type { ChangeId } from "./ids.js";
 

@@ -14,7 +14,7 @@ import { Presence, type PresenceChange } from "./presence.js";
 
 export type ChannelStatus = "subscribing" | "subscribed" | "resumed" | "reset" | "closed" | "error";
 
-/** What the server is asked for at subscribe (see the README's protocol and the filters issue). */
+/** What the server is asked for at subscribe (see the server's docs/protocol.md and the filters issue). */
 export interface SubscribeOptions {
   /** A row filter in the PostgREST syntax, e.g. `status=eq.paid,amount=gt.100`. */
   filter?: string;

@@ -192,6 +192,16 @@ class Settings(BaseSettings):
     realtime_max_http_broadcast_bytes: int = Field(
         default=1024 * 1024, ge=256, description="Largest request body of POST /api/realtime/broadcast."
     )
+    realtime_inspector: bool = Field(
+        default=False,
+        description="Serve the inspector (/inspector) and its service_role-only API; off, neither exists.",
+    )
+    realtime_inspector_max_channels: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Most channels the inspector's API lists (the busiest first); the rest are only counted.",
+    )
 
     @field_validator("realtime_notify_channel", "realtime_bus_channel")
     @classmethod

@@ -18,6 +18,7 @@ from app.channels.table import TableChannels
 from app.config import Settings
 from app.errors import install_error_handlers
 from app.filters.parse import FilterLimits
+from app.inspector.router import inspector_router
 from app.metrics import RealtimeCollector, metrics_registry
 from app.routers import asyncapi, broadcast, health, metrics, realtime, stats
 from app.services.auth import TokenVerifier
@@ -262,4 +263,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(health.router)
     app.include_router(asyncapi.router)
+    if settings.realtime_inspector:
+        app.include_router(inspector_router())
     return app

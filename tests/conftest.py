@@ -126,6 +126,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "jwt_secret": JWT_SECRET,
         "realtime_heartbeat_interval": 30.0,
         "log_level": "warning",
+        # On in the tests' servers, so that the HTTP contract test (schemathesis) covers its API too.
+        "realtime_inspector": True,
         **capture_settings(database_url),
     }
     values.update(overrides)

@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse
 
 from app import protocol
 from app.deps import ServicesDep
-from app.services.audience import SERVICE_ROLE
-from app.services.auth import AuthError
+from app.errors import error_response
+from app.routers.service_role import AUTH_ERRORS, error_responses, refuse_unless_service_role
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -40,20 +40,10 @@ _MESSAGE_SCHEMA: dict[str, Any] = {
         "payload": {"description": "any JSON value (default null)"},
     },
 }
-_ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error", "code"],
-    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
-}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"description": what, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
-    for status, what in (
-        (400, "malformed request"),
-        (401, "no valid token"),
-        (403, "the token's role is not service_role"),
-        (413, "request body too large"),
-        (503, "the database is unavailable"),
-    )
+_ERRORS = {
+    **error_responses((400, "malformed request")),
+    **AUTH_ERRORS,
+    **error_responses((413, "request body too large"), (503, "the database is unavailable")),
 }
 
 
@@ -86,30 +76,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def send_broadcast(request: Request, services: ServicesDep) -> JSONResponse:
     """Send one message, or a list of them, to broadcast channels (a `service_role` token is required)."""
-    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return _error(401, "send 'Authorization: Bearer <service_role JWT>'", "unauthorized")
-    try:
-        principal = await services.verifier.verify(token.strip())
-    except AuthError as error:
-        return _error(401, f"token refused: {error}", "unauthorized")
-    if principal.role != SERVICE_ROLE:
-        return _error(403, "broadcasting over HTTP needs a token whose role is service_role", "forbidden")
+    refused = await refuse_unless_service_role(request, services, "broadcasting over HTTP")
+    if refused is not None:
+        return refused
     limit = services.settings.realtime_max_http_broadcast_bytes
     body = await _read_body(request, limit)
     if body is None:
-        return _error(413, f"request body is larger than {limit} bytes", "payload_too_large")
+        return error_response(413, f"request body is larger than {limit} bytes", "payload_too_large")
     try:
         messages = _parse(body)
     except protocol.ProtocolError as error:
-        return _error(400, str(error), "invalid_request")
+        return error_response(400, str(error), "invalid_request")
     try:
         async with services.pool.connection() as conn, conn.transaction():
             async with conn.cursor() as cursor:
                 await cursor.executemany(SEND, messages)
     except psycopg.Error:
         log.exception("http_broadcast_failed messages=%d", len(messages))
-        return _error(503, "the database is unavailable: nothing was sent, try again", "unavailable")
+        return error_response(503, "the database is unavailable: nothing was sent, try again", "unavailable")
     return JSONResponse({"accepted": len(messages)}, status_code=202)
 
 
@@ -156,8 +140,3 @@ def _parse(body: bytes) -> list[tuple[str, str, str]]:
             raise protocol.ProtocolError(f"{where}the payload is nested too deeply") from None
         messages.append((channel.topic, event, payload))
     return messages
-
-
-def _error(status: int, message: str, code: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)

@@ -293,6 +293,11 @@ class Hub:
             counts[kind] = (channels + 1, subscriptions + sum(len(members) for members in groups.values()))
         return counts
 
+    def subscription_count(self, channel: str) -> int:
+        """Live subscriptions of one channel (a connection with two subscriptions of it counts twice)."""
+        groups = self._channels.get(channel)
+        return sum(len(members) for members in groups.values()) if groups else 0
+
     def queued_frames(self) -> tuple[int, int]:
         """Frames waiting in send queues: in all of them, and in the fullest one."""
         depths = [subscriber.queued for subscriber in self._subscribers]

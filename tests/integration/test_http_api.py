@@ -44,7 +44,12 @@ def _exercise(operation: APIOperation, mode: GenerationMode, headers: dict[str, 
 def test_the_http_api_keeps_its_contract(server: ServerThread) -> None:
     schema = from_url(f"{server.http_url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"GET /healthz", "GET /readyz", "GET /metrics"}
+    assert {op.label for op in operations} >= {
+        "GET /healthz",
+        "GET /readyz",
+        "GET /metrics",
+        "GET /api/realtime/inspector",
+    }
     for operation in operations:
         modes = [GenerationMode.POSITIVE]
         if operation.body or list(operation.iter_parameters()):

@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint migrate bench bench-quick clean clients-test clients-typescript-test clients-react-test chromium node
+.PHONY: run test lint migrate bench bench-quick clean clients-test clients-typescript-test clients-react-test \
+	clients-inspector-test inspector inspector-screenshot chromium node
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +19,9 @@ $(VENV)/.installed-dev: pyproject.toml clients/python/pyproject.toml | $(BIN)/py
 	touch $@ $(VENV)/.installed
 
 ## Serve on :8080 (migrations first); without DATABASE_URL, an embedded PostgreSQL under .data/.
+## The inspector (/inspector, service_role tokens only) is on unless REALTIME_INSPECTOR says otherwise.
 run: $(VENV)/.installed
-	$(BIN)/fluxbase-realtime serve
+	REALTIME_INSPECTOR=$${REALTIME_INSPECTOR:-true} $(BIN)/fluxbase-realtime serve
 
 migrate: $(VENV)/.installed
 	$(BIN)/fluxbase-realtime migrate
@@ -47,8 +49,9 @@ bench-quick: $(VENV)/.installed-dev
 CHROMIUM ?= /usr/bin/chromium
 TS_CLIENT := clients/typescript
 REACT_CLIENT := clients/react
+INSPECTOR := clients/inspector
 
-clients-test: clients-typescript-test clients-react-test
+clients-test: clients-typescript-test clients-react-test clients-inspector-test
 
 node:
 	@command -v node >/dev/null && command -v npm >/dev/null || { \
@@ -61,6 +64,9 @@ $(TS_CLIENT)/node_modules/.package-lock.json: $(TS_CLIENT)/package-lock.json | n
 
 $(REACT_CLIENT)/node_modules/.package-lock.json: $(REACT_CLIENT)/package-lock.json | node
 	cd $(REACT_CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+
+$(INSPECTOR)/node_modules/.package-lock.json: $(INSPECTOR)/package-lock.json | node
+	cd $(INSPECTOR) && npm ci --no-audit --no-fund --loglevel=error
 
 clients-typescript-test: $(VENV)/.installed-dev $(TS_CLIENT)/node_modules/.package-lock.json
 	cd $(TS_CLIENT) && npm test
@@ -81,6 +87,23 @@ clients-react-test: $(VENV)/.installed-dev $(TS_CLIENT)/node_modules/.package-lo
 	cd $(TS_CLIENT) && npm run build
 	cd $(REACT_CLIENT) && CHROMIUM=$(CHROMIUM) npm test
 
+## The inspector page (app/inspector) in headless Chromium against the real server; it also checks that the
+## committed bundle, app/inspector/static/inspector.js, is a fresh build (`make inspector` rebuilds it).
+clients-inspector-test: $(VENV)/.installed-dev $(TS_CLIENT)/node_modules/.package-lock.json \
+		$(INSPECTOR)/node_modules/.package-lock.json chromium
+	cd $(TS_CLIENT) && npm run build
+	cd $(INSPECTOR) && CHROMIUM=$(CHROMIUM) npm test
+
+inspector: $(INSPECTOR)/node_modules/.package-lock.json
+	cd $(INSPECTOR) && npm run build
+
+## docs/inspector.png, from the inspector test's live-row step.
+inspector-screenshot: $(VENV)/.installed-dev $(TS_CLIENT)/node_modules/.package-lock.json \
+		$(INSPECTOR)/node_modules/.package-lock.json chromium
+	cd $(TS_CLIENT) && npm run build
+	cd $(INSPECTOR) && CHROMIUM=$(CHROMIUM) INSPECTOR_SCREENSHOT=$(CURDIR)/docs/inspector.png npm test
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 	rm -rf $(TS_CLIENT)/node_modules $(TS_CLIENT)/dist $(REACT_CLIENT)/node_modules $(REACT_CLIENT)/dist
+	rm -rf $(INSPECTOR)/node_modules

@@ -52,6 +52,9 @@ def _serve(settings: Settings, host: str, port: int, migrate: bool) -> None:
             migrations.upgrade(url)
         settings = settings.model_copy(update={"database_url": url})
         app = create_app(settings)
+        if settings.realtime_inspector:
+            shown = "localhost" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - only for the message
+            print(f"inspector: http://{shown}:{port}/inspector (asks for a service_role token)", flush=True)
         # What is loaded by now (modules, the app) lives as long as the process: keep it out of the cyclic
         # collector's full passes, which would otherwise walk ~110k objects each time (a pause of tens of
         # milliseconds in the middle of a fan-out).

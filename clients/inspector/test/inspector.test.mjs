@@ -33,7 +33,7 @@ before(async () => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (make test does, as root)`);
   database = await startDatabase();
   db = await sql(database);
-  server = await new ServerProcess(database.url, { REALTIME_INSPECTOR: "true" }).start();
+  server = await new ServerProcess(database.url, { REALTIME_INSPECTOR: "true", LOG_LEVEL: "info" }).start();
   http = `http://127.0.0.1:${server.port}`;
   table = await createTable(db);
   browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
@@ -125,7 +125,10 @@ test("tailing a table channel with a filter: a real INSERT appears, a row outsid
   await waitFor(async () => (await row.count()) === 1 && (await row.textContent()) === "2", "the channel in the overview");
   await waitFor(async () => Number(await page.textContent('#counts dd[data-name="as service_role"]')) >= 1, "roles");
   assert.ok(Number(await page.textContent('#counts dd[data-name="as authenticated"]')) >= 1);
-  if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT });
+  if (SCREENSHOT) {
+    await page.setViewportSize({ width: 1100, height: 400 });
+    await page.screenshot({ path: SCREENSHOT });
+  }
   assert.deepEqual(errors, []);
   other.disconnect();
   await page.close();
@@ -157,4 +160,11 @@ test("a broadcast channel: its presence members, and a test broadcast that goes 
   assert.deepEqual(errors, []);
   member.disconnect();
   await page.close();
+});
+
+test("the token the page used is in none of the server's log lines (access lines included)", () => {
+  // Access lines are on (LOG_LEVEL=info): the page's requests and its WebSocket (?token=) were logged.
+  assert.match(server.output, /GET \/api\/realtime\/inspector/);
+  assert.match(server.output, /\/realtime\?token=/);
+  assert.ok(!server.output.includes(SERVICE.split(".")[2]), "the service_role token's signature in a log line");
 });

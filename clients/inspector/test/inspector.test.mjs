@@ -164,6 +164,7 @@ test("a broadcast channel: its presence members, and a test broadcast that goes 
 
 test("the token the page used is in none of the server's log lines (access lines included)", () => {
   // Access lines are on (LOG_LEVEL=info): the page's requests and its WebSocket (?token=) were logged.
+  assert.ok(server.output.includes(`inspector: ${http}/inspector`), "serve prints the inspector's address");
   assert.match(server.output, /GET \/api\/realtime\/inspector/);
   assert.match(server.output, /\/realtime\?token=/);
   assert.ok(!server.output.includes(SERVICE.split(".")[2]), "the service_role token's signature in a log line");

@@ -224,7 +224,10 @@ async function signIn(candidate: string): Promise<void> {
   client?.disconnect();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   client = new RealtimeClient(`${scheme}://${location.host}/realtime`, { token });
-  client.on("status", (status) => setText(ui.status, status === "open" ? "connected" : status, status === "open" ? "connected" : status));
+  client.on("status", (status) => {
+    const shown = status === "open" ? "connected" : status;
+    setText(ui.status, shown, shown);
+  });
   client.on("error", (error) => showError(`realtime: ${(error as Error).message ?? String(error)}`));
   client.connect();
   ui.main.hidden = false;

@@ -8,9 +8,8 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY docs/asyncapi.yaml ./docs/
 COPY app ./app
 COPY alembic ./alembic
-COPY sql ./sql
-# Editable, so the migrations find alembic/ and sql/ next to the package. The code stays root's: the
-# service's user can read it, not change it.
+# Editable, so the migrations find alembic/ (and the SQL files they run, alembic/versions/sql/) next to the
+# package. The code stays root's: the service's user can read it, not change it.
 RUN pip install -e . && useradd --system --uid 10001 --no-create-home realtime
 
 USER realtime

@@ -1,4 +1,5 @@
-"""Alembic environment: SQLAlchemy is only the engine here; the schema lives in sql/ as plain SQL."""
+"""Alembic environment: SQLAlchemy is only the engine here; each migration runs plain SQL files of its own
+(alembic/versions/sql/), and sql/ holds the current schema they add up to."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Applying the Alembic migrations (which install sql/) from code."""
+"""Applying the Alembic migrations from code.
+
+Each migration runs its own frozen SQL files, alembic/versions/sql/: history, never edited. The current
+schema, one definition per object, is sql/ (see sql/README.md); a test keeps the two equal.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from alembic import command
 from alembic.config import Config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The migrations' frozen copies: what each one ran when it was written, byte for byte.
+MIGRATION_SQL = PROJECT_ROOT / "alembic" / "versions" / "sql"
 
 
 def alembic_config(database_url: str) -> Config:
@@ -27,7 +33,7 @@ def upgrade(database_url: str) -> None:
 
 
 def run_sql_file(name: str) -> None:
-    """Run a file from sql/ on the current migration's connection, verbatim.
+    """Run a migration's frozen file (alembic/versions/sql/) on the current migration's connection, verbatim.
 
     It goes straight to the psycopg connection: no parameter parsing, so `%` in format() and `:` in
     casts reach PostgreSQL untouched, and one file may hold several statements.
@@ -37,4 +43,4 @@ def run_sql_file(name: str) -> None:
     dbapi_connection = op.get_bind().connection.dbapi_connection
     if dbapi_connection is None:
         raise RuntimeError("the migration connection is closed")
-    dbapi_connection.execute((PROJECT_ROOT / "sql" / name).read_text())
+    dbapi_connection.execute((MIGRATION_SQL / name).read_text())

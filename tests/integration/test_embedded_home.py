@@ -43,10 +43,11 @@ def root() -> Iterator[Path]:
 
 
 def _copy_project(destination: Path) -> Path:
-    """What `make run` needs of a clone: the package, the migrations and the SQL they install."""
+    """What `make run` needs of a clone: the package and the migrations, with the frozen SQL files they run
+    (alembic/versions/sql/; sql/, the current schema, is for readers and the schema test)."""
     project = destination / "project"
     ignore = shutil.ignore_patterns("__pycache__")
-    for name in ("app", "alembic", "sql"):
+    for name in ("app", "alembic"):
         shutil.copytree(PROJECT_ROOT / name, project / name, ignore=ignore)
     shutil.copy2(PROJECT_ROOT / "alembic.ini", project / "alembic.ini")
     return project

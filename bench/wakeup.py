@@ -47,7 +47,8 @@ async def _wake(conn: psycopg.AsyncConnection[Any], after: int) -> int:
 
 
 async def _pipeline(conn: psycopg.AsyncConnection[Any], after: int) -> int:
-    """As the feed woke up before sql/0014: the pass and the read as two statements in one pipeline."""
+    """As the feed woke up before migration 0012 (sequence_and_read, sql/sequencer.sql): the pass and the
+    read as two statements in one pipeline."""
     async with conn.pipeline():
         sequenced = await conn.execute(SEQUENCE)
         read = await conn.execute(READ, (after,), prepare=True)

@@ -40,7 +40,7 @@ class BroadcastChannel:
     def name(self) -> str:
         return f"{BROADCAST_PREFIX}{self.topic}"
 
-    # Where its messages sent from the database are in the change log (sql/0015_broadcast_channels.sql):
+    # Where its messages sent from the database are in the change log (sql/change_log.sql):
     # under an empty schema name, which no table has, and the topic as the table name.
     @property
     def schema(self) -> str:

@@ -33,7 +33,7 @@ SESSION_OPTIONS = "-c jit=off"
 # anew at every execution once the log is large (a generic range over `commits` is estimated at thousands
 # of rows, so the custom plan always looks cheaper): with 1.1M logged changes, 0.53 ms a read instead of
 # 0.15. Its generic plan is index probes whatever the values (tests/integration/test_log_reads.py), as are
-# the sequencer pass's (0012_sequencer_by_index.sql).
+# the sequencer pass's (sql/sequencer.sql).
 FEED_SESSION_OPTIONS = f"{SESSION_OPTIONS} -c plan_cache_mode=force_generic_plan"
 
 
@@ -53,7 +53,7 @@ class Change:
     frame: str
 
 
-# The op of a message sent to a broadcast channel from the database (sql/0015_broadcast_channels.sql).
+# The op of a message sent to a broadcast channel from the database (sql/change_log.sql).
 BROADCAST_OP = "BROADCAST"
 
 
@@ -198,7 +198,7 @@ class ChangeFeed:
         self._busy_interval = busy_interval
         self._poll_grace = poll_grace
         # A pass at least this often, woken or not: the bound on how long a change whose writer skipped
-        # NOTIFY can wait (sql/0016_notify_only_idle_feeds.sql). None: only when woken.
+        # NOTIFY can wait (sql/capture.sql). None: only when woken.
         self._idle_poll_interval = idle_poll_interval
         self._lease: float | None = None  # polling: the lease the next pass takes when it finds changes
         # Whether the feed is polling under load (writers may skip NOTIFY meanwhile): for stats and tests.
@@ -313,7 +313,7 @@ class ChangeFeed:
         clock = asyncio.get_running_loop().time
         try:
             # The sequencer pass and the first read in one statement: one round trip per wake-up, and
-            # cheaper than the two in a pipeline (sql/0014_sequence_and_read.sql). When nothing is there
+            # cheaper than the two in a pipeline (sql/sequencer.sql). When nothing is there
             # to read, its one row carries only the head.
             started = clock()
             woken = await (
@@ -352,7 +352,7 @@ class ChangeFeed:
 
     def _read(self, conn: AsyncConnection[Any]) -> Awaitable[AsyncCursor[Any]]:
         # Prepared: planning the inlined function took 0.4 ms against 0.1 ms to run it. Its join is a nested
-        # loop of index scans whatever the ids (sql/0011_log_reads_by_index.sql), so its generic plan, which
+        # loop of index scans whatever the ids (sql/sequencer.sql: changes_after), so its generic plan, which
         # the feed's session always uses (FEED_SESSION_OPTIONS), is as good as a custom one.
         return conn.execute(READ, (self.last_id, self._batch_size, self._batch_bytes), prepare=True)
 

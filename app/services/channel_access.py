@@ -1,5 +1,5 @@
 """Who may read and write a broadcast channel: the policies of fluxbase_realtime_access.broadcast_channels,
-evaluated by PostgreSQL with a subscriber's role and claims (sql/0015_broadcast_channels.sql)."""
+evaluated by PostgreSQL with a subscriber's role and claims (sql/broadcast.sql)."""
 
 from __future__ import annotations
 

@@ -182,7 +182,7 @@ class StreamSession:
         row = await (await self._writer.execute(COLUMNS, (relation.schema, relation.name))).fetchone()
         names = list(row[0]) if row else []
         streamed = {column.name: index for index, column in enumerate(relation.columns)}
-        if not names:  # dropped since: keep the stream's order; the log gets the text (sql/0018)
+        if not names:  # dropped since: keep the stream order; the log gets the text (sql/logical_capture.sql)
             return tuple(range(len(relation.columns)))
         return tuple(streamed.get(name) for name in names)
 

@@ -15,7 +15,7 @@ class PassPacer:
 
     With a `grace`, sustained writes also make the feed *poll*: it runs a pass every `interval` without
     waiting to be woken, and asks each pass that finds new changes to extend the polling lease by `grace`
-    (`lease`), which lets writers skip NOTIFY (sql/0016_notify_only_idle_feeds.sql). It stops polling once
+    (`lease`), which lets writers skip NOTIFY (sql/capture.sql). It stops polling once
     twice the grace has passed without a new change, so a transaction that read a valid lease and commits
     within the grace after it is still found by a polling pass.
     """

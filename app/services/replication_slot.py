@@ -92,7 +92,7 @@ async def prepare_capture(
 ) -> None:
     """At service start: set the capture mode and move every realtime table to it.
 
-    Towards logical mode the slot is created first (see sql/0018_logical_capture.sql for why that order
+    Towards logical mode the slot is created first (see sql/logical_capture.sql for why that order
     loses nothing). Back to triggers, what committed before the switch is only in the slot: the realtime
     tables are locked against writes, `drain(lsn)` writes the slot's changes up to now into the log, and
     the switch commits; writers wait for that long. Then the slot is dropped.

@@ -1,5 +1,5 @@
 """The feed's log read stays an index lookup per transaction however large the log is
-(sql/0011_log_reads_by_index.sql)."""
+(sql/sequencer.sql, sql/replay_and_retention.sql)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Writers skip NOTIFY while a feed polls, and still no change is left unread (sql/0016_notify_...).
+"""Writers skip NOTIFY while a feed polls, and still no change is left unread (sql/capture.sql).
 
 Two instances, each with a subscriber, one of which never polls. Sustained writes make the other's feed
 poll; a change committed then is found without a NOTIFY (the passes wake the second instance), and one

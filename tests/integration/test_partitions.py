@@ -1,4 +1,4 @@
-"""Partitioned tables (sql/0013_partitions_report_their_root.sql): their changes, from any partition at any
+"""Partitioned tables (sql/capture_triggers.sql): their changes, from any partition at any
 depth, are reported on the partitioned table's channel, checked against its policies and privileges; a
 partition's own channel is refused with the one to use."""
 

@@ -1,6 +1,6 @@
-"""Statement-level capture (sql/0010_statement_level_capture.sql): one log insert per statement from its
-transition tables, the row trigger kept where statement triggers would miss rows, and the upgrade of
-tables enabled before it."""
+"""Statement-level capture (sql/capture.sql, sql/capture_triggers.sql): one log insert per statement from
+its transition tables, the row trigger kept where statement triggers would miss rows, and the upgrade of
+tables enabled before it (migration 0008, alembic/versions/sql/0010_statement_level_capture.sql)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ STATEMENT_TRIGGERS = [  # (suffix, tgtype, old table, new table), in tgtype orde
     ("_truncate_notify_change", 32, None, None),
 ]
 ROW_TRIGGER = 1 | 4 | 8 | 16  # ROW | INSERT | DELETE | UPDATE, AFTER
-TRUNCATE_TRIGGER = 32  # every kind of realtime table has one (0017_truncate.sql)
+TRUNCATE_TRIGGER = 32  # every kind of realtime table has one (sql/capture_triggers.sql)
 
 
 def _qualified(schema: str, name: str) -> str:

@@ -1,4 +1,4 @@
-"""TRUNCATE reaches subscribers as one change with no record (sql/0017_truncate.sql)."""
+"""TRUNCATE reaches subscribers as one change with no record (sql/capture.sql)."""
 
 from __future__ import annotations
 

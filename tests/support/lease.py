@@ -1,4 +1,4 @@
-"""The polling lease that lets writers skip NOTIFY (sql/0016_notify_only_idle_feeds.sql), for tests."""
+"""The polling lease that lets writers skip NOTIFY (sql/capture.sql), for tests."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@
 -- partitioned table its partitions' (verified on PostgreSQL 15). A partitioned table's TRUNCATE trigger is
 -- on the table itself and logs under its own name; its partitions, captured through it, get none, so a
 -- TRUNCATE of the partitioned table is one change on its channel. A TRUNCATE that names a single partition
--- fires nothing of ours and is not reported (known limits in the docs).
+-- fires nothing of ours and is not reported (docs/design.md, Known limits).
 --
 -- A partition captured through a realtime ancestor has the status 'partition', so that a subscribe to its
 -- own channel is refused with the ancestor's name (capturing_table()) instead of succeeding and receiving

@@ -100,12 +100,13 @@ class Cluster:
 
     # Outbound
 
-    def broadcast(self, channel: str, frame: str) -> asyncio.Future[None] | None:
-        """Send a client's broadcast to the other instances. None when there is nobody to send it to;
-        else a future that is done once the bus took it (or fails with BusUnavailable)."""
+    def broadcast(self, channel: str, frame: str, *, wait: bool = True) -> asyncio.Future[None] | None:
+        """Send a client's broadcast to the other instances. None when there is nobody to send it to, or
+        nobody waits (`wait` false: a message without a ref); else a future that is done once the bus
+        took it (or fails with BusUnavailable)."""
         if not self._peers:
             return None
-        return self._enqueue(self._message("b", c=channel, f=frame), wait=True)
+        return self._enqueue(self._message("b", c=channel, f=frame), wait=wait)
 
     def track(self, channel: str, presence_id: str, presence: Presence) -> PresenceDiff:
         """Join or update one of this instance's presences; returns the diff for local subscribers."""

@@ -56,6 +56,8 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         # While a batch is published: the subscribers holding frames for it (see batch()).
         self._batch: list[Subscriber] | None = None
+        # The subscribers holding clients' broadcasts until the end of this loop turn (see offer_live()).
+        self._turn: list[Subscriber] | None = None
         # Counters for /metrics (app.metrics reads them at scrape time): plain ints, one addition per
         # offer, never per subscriber.
         self.slow_consumer_disconnects = 0
@@ -170,6 +172,29 @@ class Hub:
             for subscriber in held:
                 subscriber.flush()
 
+    def offer_live(self, subscribers: Collection[Subscriber], frame: str) -> None:
+        """A client's broadcast (sent here or on another instance) for each subscriber, held with the
+        other live frames of this loop turn and written when the turn ends: one socket write per
+        subscriber per turn however many broadcasts the turn brought, as batch() does for the feed.
+
+        The frame's bytes are built once for every subscriber. A turn brings what the event loop read at
+        once: one message when idle (it waits for no later one), more as the rate rises and the sockets
+        fill while it works, so the cost per delivery falls as the load grows.
+        """
+        self.sent[frame_type(frame)] += len(subscribers)
+        held = self._batch
+        if held is None:
+            held = self._turn
+            if held is None:
+                held = self._turn = []
+                asyncio.get_running_loop().call_soon(self._end_turn)
+        self._offer(subscribers, frame, text_frame(frame), held)
+
+    def _end_turn(self) -> None:
+        held, self._turn = self._turn, None
+        for subscriber in held or ():
+            subscriber.flush()
+
     def publish(self, channel: str, frame: str) -> None:
         """The same frame to every plain subscription of the channel."""
         groups = self._channels.get(channel)
@@ -267,9 +292,15 @@ class Hub:
         self.sent[frame_type(frame)] += len(subscribers)
         self._offer(subscribers, frame, wire)
 
-    def _offer(self, subscribers: Collection[Subscriber], frame: str, wire: bytes | None) -> None:
+    def _offer(
+        self,
+        subscribers: Collection[Subscriber],
+        frame: str,
+        wire: bytes | None,
+        held: list[Subscriber] | None = None,
+    ) -> None:
         if wire is not None:
-            batch = self._batch
+            batch = self._batch if held is None else held
             self.deliveries += len(subscribers)
             self.delivered_bytes += len(subscribers) * len(wire)
         else:

@@ -101,16 +101,19 @@ class Subscriber:
         With `wire` (the frame's bytes, built once for every subscriber) it is written to the socket at
         once when nothing is queued or being sent before it, so order is kept either way. With `batch`
         too, it is held until `flush` (the subscriber joins `batch` with its first held frame), so that a
-        batch of changes costs one socket write per subscriber rather than one per change.
+        batch of changes costs one socket write per subscriber rather than one per change; while frames
+        are held, every later direct-path frame joins them, batch or not.
         """
         if self._closing is not None or len(self._frames) >= self._capacity:
             return False
+        if wire is not None and self._held is not None:
+            # Behind the frames held for a batch (whichever batch, or none): order is kept.
+            self._held.append((frame, wire))
+            return True
         if wire is not None and not self._frames and not self._sending and self._writer is not None:
             if batch is not None:
-                if self._held is None:
-                    self._held = []
-                    batch.append(self)
-                self._held.append((frame, wire))
+                self._held = [(frame, wire)]
+                batch.append(self)
                 return True
             if self._writer.try_write(wire):
                 return True

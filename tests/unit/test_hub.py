@@ -279,3 +279,62 @@ async def test_a_subscriber_closed_in_a_batch_gets_nothing_more_of_it() -> None:
         hub.publish(CHANNEL, "2")
     assert writer.writes == []
     assert await take(subscriber, 1) == [CloseFrame(CLOSE_GOING_AWAY)]
+
+
+async def test_a_turns_live_frames_are_one_write_per_subscriber_when_the_turn_ends() -> None:
+    hub = make_hub()
+    (first, one), (second, two) = direct_subscriber(hub), direct_subscriber(hub)
+    hub.offer_live([first, second], "1")
+    hub.offer_live([second], "2")
+    hub.offer_live([first, second], "3")
+    assert one.writes == two.writes == []  # held until the loop turn ends
+    await yield_a_few()
+    assert one.writes == [text_frame("1") + text_frame("3")]
+    assert two.writes == [text_frame("1") + text_frame("2") + text_frame("3")]
+    hub.offer_live([first], "4")  # a later turn: a write of its own
+    await yield_a_few()
+    assert one.writes == [text_frame("1") + text_frame("3"), text_frame("4")]
+
+
+async def test_a_direct_frame_offered_while_live_frames_are_held_goes_behind_them() -> None:
+    hub = make_hub()
+    subscriber, writer = direct_subscriber(hub, CHANNEL)
+    hub.offer_live([subscriber], "1")
+    hub.publish(CHANNEL, "2")  # outside any batch, a frame that would be written at once
+    hub.offer_to([subscriber], HEARTBEAT, text_frame(HEARTBEAT))
+    assert writer.writes == []
+    await yield_a_few()
+    assert writer.writes == [text_frame("1") + text_frame("2") + text_frame(HEARTBEAT)]
+
+
+async def test_a_reply_offered_while_live_frames_are_held_goes_behind_them() -> None:
+    hub = make_hub()
+    subscriber, writer = direct_subscriber(hub)
+    hub.offer_live([subscriber], "1")
+    hub.offer_to([subscriber], "ack")  # no wire bytes: it must take the queue
+    hub.offer_live([subscriber], "2")
+    await yield_a_few()
+    assert writer.writes == []
+    assert await take(subscriber, 3) == ["1", "ack", "2"]
+
+
+async def test_live_frames_offered_inside_a_batch_are_written_with_it() -> None:
+    hub = make_hub()
+    subscriber, writer = direct_subscriber(hub, CHANNEL)
+    with hub.batch():
+        hub.publish(CHANNEL, "1")
+        hub.offer_live([subscriber], "2")
+    assert writer.writes == [text_frame("1") + text_frame("2")]
+    await yield_a_few()
+    assert writer.writes == [text_frame("1") + text_frame("2")]
+
+
+async def test_live_frames_for_a_subscriber_closed_meanwhile_are_dropped() -> None:
+    hub = make_hub()
+    subscriber, writer = direct_subscriber(hub)
+    hub.offer_live([subscriber], "1")
+    subscriber.close(CLOSE_GOING_AWAY, drop_pending=True)
+    hub.offer_live([subscriber], "2")
+    await yield_a_few()
+    assert writer.writes == []
+    assert await take(subscriber, 1) == [CloseFrame(CLOSE_GOING_AWAY)]

@@ -180,6 +180,13 @@ class Settings(BaseSettings):
     realtime_max_broadcast_payload_bytes: int = Field(
         default=32 * 1024, ge=1, description="Largest payload of a client's broadcast (JSON bytes)."
     )
+    realtime_broadcast_flush_interval: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Least seconds between writes of clients' broadcasts to a connection while they keep "
+        "arriving (0: every event-loop turn).",
+    )
     realtime_max_presence_state_bytes: int = Field(
         default=4096, ge=2, description="Largest presence state a connection may track (JSON bytes)."
     )

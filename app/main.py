@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         hub = Hub(
             send_queue_size=settings.realtime_send_queue_size,
             slow_client_timeout=settings.realtime_slow_client_timeout,
+            broadcast_flush_interval=settings.realtime_broadcast_flush_interval,
         )
 
         def publish(changes: Sequence[Change], per_group: Mapping[int, GroupFrames]) -> None:

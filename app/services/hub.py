@@ -14,6 +14,7 @@ from app.filters.matching import FilterSet
 from app.services.audience import audience_of
 from app.services.auth import Principal
 from app.services.changes import Change
+from app.services.pacing import FlushPacer
 from app.services.subscribers import Subscriber
 from app.services.views import PLAIN, GroupKey, channel_of
 from app.wire import text_frame
@@ -45,9 +46,12 @@ class Hub:
     plain. Each channel's row filters are counted by group and indexed (app.filters.matching).
     """
 
-    def __init__(self, *, send_queue_size: int, slow_client_timeout: float) -> None:
+    def __init__(
+        self, *, send_queue_size: int, slow_client_timeout: float, broadcast_flush_interval: float = 0.0
+    ) -> None:
         self._send_queue_size = send_queue_size
         self._slow_client_timeout = slow_client_timeout
+        self._flush_pacer = FlushPacer(broadcast_flush_interval)
         self._channels: dict[str, dict[GroupKey, set[Subscriber]]] = {}
         self._filters: dict[str, FilterSet] = {}
         self._shaped: dict[str, int] = {}  # channel → its groups whose view is not plain
@@ -56,7 +60,7 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         # While a batch is published: the subscribers holding frames for it (see batch()).
         self._batch: list[Subscriber] | None = None
-        # The subscribers holding clients' broadcasts until the end of this loop turn (see offer_live()).
+        # The subscribers holding clients' broadcasts until the next flush (see offer_live()).
         self._turn: list[Subscriber] | None = None
         # Counters for /metrics (app.metrics reads them at scrape time): plain ints, one addition per
         # offer, never per subscriber.
@@ -174,12 +178,11 @@ class Hub:
 
     def offer_live(self, subscribers: Collection[Subscriber], frame: str) -> None:
         """A client's broadcast (sent here or on another instance) for each subscriber, held with the
-        other live frames of this loop turn and written when the turn ends: one socket write per
-        subscriber per turn however many broadcasts the turn brought, as batch() does for the feed.
+        other broadcasts until the next flush: one socket write per subscriber per flush however many
+        broadcasts it carries, as batch() does for the feed. The frame's bytes are built once.
 
-        The frame's bytes are built once for every subscriber. A turn brings what the event loop read at
-        once: one message when idle (it waits for no later one), more as the rate rises and the sockets
-        fill while it works, so the cost per delivery falls as the load grows.
+        A flush runs at the end of the loop turn (a broadcast waits for no later one), or, under
+        sustained traffic, at most every `broadcast_flush_interval` (app.services.pacing.FlushPacer).
         """
         self.sent[frame_type(frame)] += len(subscribers)
         held = self._batch
@@ -187,11 +190,17 @@ class Hub:
             held = self._turn
             if held is None:
                 held = self._turn = []
-                asyncio.get_running_loop().call_soon(self._end_turn)
+                loop = asyncio.get_running_loop()
+                delay = self._flush_pacer.delay(loop.time())
+                if delay > 0:
+                    loop.call_later(delay, self._flush_live)
+                else:
+                    loop.call_soon(self._flush_live)
         self._offer(subscribers, frame, text_frame(frame), held)
 
-    def _end_turn(self) -> None:
+    def _flush_live(self) -> None:
         held, self._turn = self._turn, None
+        self._flush_pacer.flushed(asyncio.get_running_loop().time())
         for subscriber in held or ():
             subscriber.flush()
 

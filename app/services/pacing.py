@@ -56,3 +56,37 @@ class PassPacer:
         if self._grace:
             self._polling, self._last_new = True, now
         return max(0.0, started + self._interval - now)
+
+
+class FlushPacer:
+    """Decides when the hub writes the clients' broadcasts it holds (app.services.hub.Hub.offer_live).
+
+    Idle or moderately busy, at the end of the loop turn that brought them: a broadcast waits for no
+    later one. Under sustained traffic (the first frame of `streak` flushes in a row came within
+    `interval` of the flush before), at most every `interval` seconds: a 1,000-member channel then costs
+    1,000 socket writes per interval whatever the rate, instead of 1,000 per broadcast, as the feed's
+    paced passes do for table changes. Traffic that pauses for an `interval` is back to the end of the
+    turn at once.
+    """
+
+    __slots__ = ("_interval", "_last", "_streak", "_within")
+
+    def __init__(self, interval: float, *, streak: int = 3) -> None:
+        self._interval = interval
+        self._streak = streak
+        self._within = 0  # flushes in a row whose first frame came within the interval of the last flush
+        self._last = float("-inf")  # when the last flush ran
+
+    def delay(self, now: float) -> float:
+        """The first frame of a flush is held at `now`: seconds until that flush (0: the turn's end)."""
+        if now - self._last >= self._interval:
+            self._within = 0
+            return 0.0
+        self._within += 1
+        if self._within < self._streak:
+            return 0.0
+        return self._last + self._interval - now
+
+    def flushed(self, now: float) -> None:
+        """A flush ran at `now`."""
+        self._last = now

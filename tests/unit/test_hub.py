@@ -338,3 +338,23 @@ async def test_live_frames_for_a_subscriber_closed_meanwhile_are_dropped() -> No
     await yield_a_few()
     assert writer.writes == []
     assert await take(subscriber, 1) == [CloseFrame(CLOSE_GOING_AWAY)]
+
+
+async def test_sustained_live_frames_are_held_until_the_flush_interval_then_written_together() -> None:
+    # A long interval, so that the flushes below are always within it of each other, however slow the
+    # machine: only the order of events is asserted.
+    hub = Hub(send_queue_size=QUEUE, slow_client_timeout=0.1, broadcast_flush_interval=1.0)
+    subscriber, writer = direct_subscriber(hub)
+    for frame in ("1", "2", "3"):  # the first flush, then two within the interval: at each turn's end
+        hub.offer_live([subscriber], frame)
+        await yield_a_few()
+    assert writer.writes == [text_frame("1"), text_frame("2"), text_frame("3")]
+    hub.offer_live([subscriber], "4")  # sustained: held past the turn
+    await yield_a_few()
+    hub.offer_live([subscriber], "5")
+    await yield_a_few()
+    assert len(writer.writes) == 3
+    async with asyncio.timeout(TIMEOUT):
+        while len(writer.writes) == 3:  # noqa: ASYNC110 - waits for the paced flush, measures nothing
+            await asyncio.sleep(0.01)
+    assert writer.writes[3:] == [text_frame("4") + text_frame("5")]

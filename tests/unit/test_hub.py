@@ -358,3 +358,15 @@ async def test_sustained_live_frames_are_held_until_the_flush_interval_then_writ
         while len(writer.writes) == 3:  # noqa: ASYNC110 - waits for the paced flush, measures nothing
             await asyncio.sleep(0.01)
     assert writer.writes[3:] == [text_frame("4") + text_frame("5")]
+
+
+async def test_a_feed_batch_published_while_live_frames_are_held_goes_behind_them() -> None:
+    hub = make_hub()
+    subscriber, writer = direct_subscriber(hub, CHANNEL)
+    hub.offer_live([subscriber], "1")
+    with hub.batch():
+        hub.publish(CHANNEL, "2")
+        hub.publish(CHANNEL, "3")
+    assert writer.writes == []  # not around the held broadcast
+    await yield_a_few()
+    assert writer.writes == [text_frame("1") + text_frame("2") + text_frame("3")]

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: run test lint migrate bench bench-quick clean clients-test clients-typescript-test clients-react-test \
-	clients-inspector-test inspector inspector-screenshot chromium node
+	clients-inspector-test inspector inspector-screenshot chromium node haproxy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,20 @@ run: $(VENV)/.installed
 migrate: $(VENV)/.installed
 	$(BIN)/fluxbase-realtime migrate
 
+# HAProxy from Debian's package, for the three-instance test behind a real load balancer
+# (tests/integration/test_load_balanced.py): installed when missing if we are root (as in CI).
+haproxy:
+	@if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; \
+		else \
+			echo "make: haproxy is missing and this is not root: run 'sudo apt-get install haproxy'" \
+			     "to run the load-balanced test" >&2; exit 1; \
+		fi; \
+	fi
+
 ## Lint, type-check and run the whole suite against a real PostgreSQL (see docs/tests.md: TEST_DATABASE_URL).
-test: $(VENV)/.installed-dev lint
+test: $(VENV)/.installed-dev lint haproxy
 	$(BIN)/pytest
 	$(MAKE) clients-test
 

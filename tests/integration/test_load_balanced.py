@@ -79,9 +79,10 @@ class Member:
         """{sub: [presence ids]} as this client's channel holds them."""
         return {k: [e.presence_id for e in es] for k, es in self.room.presence_state().items()}
 
-    async def until(self, condition: Callable[[], bool]) -> None:
+    async def until(self, condition: Callable[[Member], bool]) -> None:
+        """Wait until `condition(self)` holds, woken by each message this client receives."""
         async with asyncio.timeout(WAIT):
-            while not condition():
+            while not condition(self):
                 self.changed.clear()
                 await self.changed.wait()
 
@@ -108,6 +109,9 @@ class Writer:
                 self.written += 1
                 await asyncio.sleep(0.005)
             await conn.execute(self._insert, (SENTINEL,))
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 @contextlib.asynccontextmanager
@@ -164,7 +168,7 @@ async def _kill_one_and_recover(
     try:
         # Every client is receiving the writes before the kill.
         for member in members:
-            await member.until(lambda m=member: len(m.changes) >= 5)
+            await member.until(lambda m: len(m.changes) >= 5)
         doomed, staying = servers[0], servers[1:]
         assert doomed.kill() == -9
         await proxy.until_states({"instance-0": "DOWN", "instance-1": "UP", "instance-2": "UP"})
@@ -177,19 +181,18 @@ async def _kill_one_and_recover(
         # Presence: the killed instance's entries leave everywhere; the moved clients are back, as new
         # presences; the others keep theirs.
         for member in members:
-            await member.until(lambda m=member: _presence_settled(m.presences(), before, moved_subs))
+            await member.until(lambda m: _presence_settled(m.presences(), before, moved_subs))
         # Broadcasts sent now reach every other client, whichever instance each is on.
         for member in members:
             await member.room.send("hello", member.sub)
         for member in members:
-            expected = {m.sub for m in members} - {member.sub}
-            await member.until(lambda m=member, e=expected: _hellos(m) == e)
+            await member.until(lambda m: _hellos(m) == {n.sub for n in members} - {m.sub})
     finally:
-        writer._stop.set()
+        writer.stop()
         await writing
     # The sentinel is the last row: once each client holds it, it holds everything before it.
     for member in members:
-        await member.until(lambda m=member: bool(m.changes) and _name(m.changes[-1]) == SENTINEL)
+        await member.until(lambda m: bool(m.changes) and _name(m.changes[-1]) == SENTINEL)
     rows = await db.execute(sql.SQL("SELECT id, name FROM {} ORDER BY id").format(sql.Identifier(table)))
     expected_rows = [(row[0], row[1]) for row in await rows.fetchall()]
     assert len(expected_rows) == writer.written + 1
@@ -219,7 +222,7 @@ async def _until_all_present(members: list[Member]) -> None:
     subs = {m.sub for m in members}
     for member in members:
         await member.until(
-            lambda m=member: m.presences().keys() == subs and all(len(i) == 1 for i in m.presences().values())
+            lambda m: m.presences().keys() == subs and all(len(i) == 1 for i in m.presences().values())
         )
 
 

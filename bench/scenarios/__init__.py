@@ -9,6 +9,7 @@ from bench.scenarios import (
     fanout,
     filters,
     ingest,
+    instances,
     latency,
     overhead,
     payload,
@@ -31,5 +32,6 @@ ALL: tuple[Scenario, ...] = (
     broadcast.SCENARIO,
     presence.SCENARIO,
     filters.SCENARIO,
+    instances.SCENARIO,
 )
 BY_NAME = {scenario.name: scenario for scenario in ALL}

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from bench import harness
+from bench import harness, measure
 from bench.harness import Server
 from bench.measure import Bench
 from bench.scenarios.base import Row, RunResult, Scenario, Size, settle
@@ -106,8 +106,8 @@ def _ticks(pids: list[int]) -> dict[int, int]:
 
 
 def window(
+    bench: Bench,
     conn: psycopg.Connection[Any],
-    servers: list[Server],
     action: Callable[[], int],
     idle: dict[str, float] | None = None,
 ) -> dict[str, float]:
@@ -117,9 +117,12 @@ def window(
     FLUSH_SECONDS more, when every busy backend has flushed what it counted during the action, less what
     the idle window (`idle`, the same instances' idle rates) says the tail itself added.
     """
+    servers = bench.measured  # the instances running now
+    usage_before = measure.usage(bench, clients=0.0, writer=float(bench.writer.call("cpu")))
     before = snapshot(conn, servers)
     own = action()
     end = snapshot(conn, servers)
+    usage_end = measure.usage(bench, clients=0.0, writer=float(bench.writer.call("cpu")))
     time.sleep(FLUSH_SECONDS)
     flushed = snapshot(conn, servers)
     seconds, tail = end.at - before.at, flushed.at - end.at
@@ -135,6 +138,7 @@ def window(
     cpu = sum(end.backend_ticks[p] - t for p, t in before.backend_ticks.items() if p in end.backend_ticks)
     held = sum(end.connections.values())
     return {
+        **measure.cpu_figures(usage_before, usage_end),
         "passes_per_s": (end.passes - before.passes) / seconds / n,
         "connections": held / n,
         "connections_total": held,
@@ -154,8 +158,8 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         for count in COUNTS:
             with bench.instances(count - 1, {}, with_server=True) as servers:
                 settle(params.settle_seconds)
-                idle = window(conn, servers, lambda: _idle(params.idle_seconds))
-                writes = window(conn, servers, lambda: _write(bench, params), idle)
+                idle = window(bench, conn, lambda: _idle(params.idle_seconds))
+                writes = window(bench, conn, lambda: _write(bench, params), idle)
                 result.add(f"n{count}_idle_", idle)
                 result.add(f"n{count}_write_", writes)
                 by_app[str(count)] = snapshot(conn, servers).connections
@@ -199,6 +203,10 @@ SCENARIO = Scenario(
     name="instances",
     measure=measure_run,
     rows=rows,
-    load=lambda size: [],
+    load=lambda size: [
+        (f"instances: {count}, {phase}", f"n{count}_{phase}_")
+        for count in COUNTS
+        for phase in ("idle", "write")
+    ],
     params=lambda size: SIZES[size],
 )

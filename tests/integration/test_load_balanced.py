@@ -83,11 +83,19 @@ class Member:
         return {k: [e.presence_id for e in es] for k, es in self.room.presence_state().items()}
 
     async def until(self, condition: Callable[[Member], bool]) -> None:
-        """Wait until `condition(self)` holds, woken by each message this client receives."""
-        async with asyncio.timeout(WAIT):
-            while not condition(self):
-                self.changed.clear()
-                await self.changed.wait()
+        """Wait until `condition(self)` holds, woken by each message this client receives; past WAIT, fail
+        with what this client holds."""
+        try:
+            async with asyncio.timeout(WAIT):
+                while not condition(self):
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"{self.sub}: still waiting after {WAIT:g} s; connects={self.client.connects}, "
+                f"changes={len(self.changes)}, presences={self.presences()}, "
+                f"hellos from {sorted({str(b.payload) for b in self.broadcasts})}"
+            ) from None
 
     async def close(self) -> None:
         for task in self.tasks:

@@ -1,13 +1,14 @@
 """Three instances on one database behind a real HAProxy (round robin, no sticky sessions) behave as one
-service: one instance killed with kill -9, its clients reconnect through the balancer to the others and
-resume with `since`; every client ends with every committed change exactly once and in order, broadcasts
-sent afterwards reach everyone, and the killed instance's presences leave everywhere while the reconnected
-clients' presences come back."""
+service: one instance frozen (SIGSTOP) while rows commit, then killed with kill -9; its clients reconnect
+through the balancer to the others and resume with `since`; every client ends with every committed change
+exactly once and in order, broadcasts sent afterwards reach everyone, and the killed instance's presences
+leave everywhere while the reconnected clients' presences come back."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -111,6 +112,7 @@ class Writer:
         self._url = database_url
         self._insert = sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(sql.Identifier(table))
         self._stop = asyncio.Event()
+        self._wrote = asyncio.Event()
         self.written = 0
 
     async def run(self) -> None:
@@ -118,8 +120,17 @@ class Writer:
             while not self._stop.is_set():
                 await conn.execute(self._insert, (f"w{self.written}",))
                 self.written += 1
+                self._wrote.set()
                 await asyncio.sleep(0.005)
             await conn.execute(self._insert, (SENTINEL,))
+
+    async def more(self, count: int) -> None:
+        """Until `count` more rows have been committed."""
+        target = self.written + count
+        async with asyncio.timeout(WAIT):
+            while self.written < target:
+                self._wrote.clear()
+                await self._wrote.wait()
 
     def stop(self) -> None:
         self._stop.set()
@@ -180,6 +191,10 @@ async def _kill_one_and_recover(
         for member in members:
             await member.until(lambda m: len(m.changes) >= 5)
         doomed, staying = servers[0], servers[1:]
+        # Frozen first, while rows keep committing: those rows can reach its clients only by their resume
+        # (`since`) on another instance, whatever the timing of their reconnect. Then kill -9.
+        doomed.process.send_signal(signal.SIGSTOP)
+        await writer.more(10)
         assert doomed.kill() == -9
         await proxy.until_states({"instance-0": "DOWN", "instance-1": "UP", "instance-2": "UP"})
         # Its clients, and only they, reconnect (through the balancer, to the others).

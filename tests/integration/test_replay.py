@@ -15,6 +15,7 @@ from app import migrations
 from tests.conftest import make_settings
 from tests.support.client import RealtimeClient, realtime_client
 from tests.support.databases import scratch_database
+from tests.support.logged import until_logged
 from tests.support.modes import BOTH_MODES
 from tests.support.server import ServerThread
 
@@ -75,6 +76,7 @@ async def test_since_as_a_string_and_invalid_since(
 ) -> None:
     channel = f"table:public.{table}"
     await _insert(db, table, "first", "second")
+    await until_logged(db, table, 2)  # a plain subscribe starts after what is logged
     async with realtime_client(server.ws_url) as client:
         await client.subscribe(channel)
         await _insert(db, table, "third", "fourth")
@@ -94,6 +96,7 @@ async def test_a_fresh_subscribe_without_since_gets_only_new_changes(
     server: ServerThread, db: psycopg.AsyncConnection, table: str
 ) -> None:
     await _insert(db, table, "before")
+    await until_logged(db, table, 1)  # committed, and in logical mode written by the consumer too
     async with realtime_client(server.ws_url) as client:
         await client.subscribe(f"table:public.{table}")
         await _insert(db, table, "after")

@@ -156,6 +156,18 @@ class Settings(BaseSettings):
     realtime_max_messages_per_second: float = Field(
         default=50, gt=0, description="Client messages per second per connection (bursts of as many)."
     )
+    realtime_max_connections: int = Field(
+        default=100_000,
+        ge=1,
+        description="Connections one instance serves at once (those being admitted included); past it, "
+        "new ones are refused before the upgrade with HTTP 503 and Retry-After.",
+    )
+    realtime_max_pending_subscribes: int = Field(
+        default=10_000,
+        ge=1,
+        description="Subscribes waiting for their database check at once; past it, a subscribe is refused "
+        "at once with subscribe_failed (clients retry with backoff) instead of queueing.",
+    )
     realtime_max_connections_per_user: int = Field(default=100, ge=1, description="By the token's sub.")
     realtime_max_connections_per_address: int = Field(default=1000, ge=1, description="By client IP.")
     realtime_allowed_origins: Annotated[list[str], NoDecode] = Field(

@@ -139,10 +139,11 @@ def create_app(settings: Settings) -> FastAPI:
             poll_grace=settings.realtime_poll_grace,
             idle_poll_interval=settings.realtime_idle_poll_interval,
             on_gap=report_gap,
+            max_waiting=settings.realtime_max_pending_subscribes,
         )
         await feed.start_at_head()
         listener = ChangeListener(conninfo, settings.realtime_notify_channel, feed.wake)
-        tables = TableDirectory(pool)
+        tables = TableDirectory(pool, max_waiting=settings.realtime_max_pending_subscribes)
         replayer = Replayer(
             pool,
             hub,
@@ -210,6 +211,7 @@ def create_app(settings: Settings) -> FastAPI:
             limits=ConnectionLimiter(
                 per_user=settings.realtime_max_connections_per_user,
                 per_address=settings.realtime_max_connections_per_address,
+                total=settings.realtime_max_connections,
             ),
             tables=tables,
             listener=listener,

@@ -1,12 +1,13 @@
-"""WebSocket /realtime: admits a connection (origin, token, connection limits), then hands it to
+"""WebSocket /realtime: admits a connection (capacity, origin, token, connection limits), then hands it to
 app.connection, which serves it from there on."""
 
 from __future__ import annotations
 
 import contextlib
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import protocol
 from app.connection import CLOSE_POLICY_VIOLATION, AsgiSocket, Connection
@@ -23,8 +24,30 @@ CLOSE_TRY_AGAIN_LATER = 1013
 RETRY_AFTER_SECONDS = 1
 
 
-@router.websocket("/realtime")
-async def realtime_socket(websocket: WebSocket, services: ServicesDep) -> None:
+REALTIME_PATH = "/realtime"
+
+
+@router.websocket(REALTIME_PATH)
+async def realtime_route(websocket: WebSocket, services: ServicesDep) -> None:
+    await realtime_socket(websocket, services)
+
+
+def realtime_front_door(app: FastAPI) -> ASGIApp:
+    """The application, with WebSockets on /realtime served without the framework's middleware and
+    routing, which cost a connect storm more CPU than the admission itself (app.server runs this).
+    Everything else, and the route above (for other servers and for the API document), goes to `app`."""
+
+    async def front_door(scope: Scope, receive: Receive, send: Send) -> None:
+        services = getattr(app.state, "services", None)
+        if scope["type"] == "websocket" and scope["path"] == REALTIME_PATH and services is not None:
+            await realtime_socket(WebSocket(scope, receive, send), services)
+            return
+        await app(scope, receive, send)
+
+    return front_door
+
+
+async def realtime_socket(websocket: WebSocket, services: Services) -> None:
     # Past capacity, the refusal comes before the upgrade and costs nothing more: a storm of clients gets
     # fast 503s it retries after a backoff, rather than timeouts for everyone.
     if not services.limits.enter():

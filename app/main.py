@@ -152,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
             views,
             batch=settings.realtime_fetch_batch,
             batch_bytes=settings.realtime_fetch_batch_bytes,
+            max_waiting=settings.realtime_max_pending_subscribes,
         )
         broadcasts = BroadcastChannels(hub, feed, replayer, ChannelAccess(pool), settings)
         presence = PresenceTable()

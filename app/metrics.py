@@ -170,6 +170,12 @@ class RealtimeCollector(Collector):
         yield _counter("replays", "Subscribes with `since` (replays started).", replayer.replays)
         yield _counter("replay_gaps", "replay_gap errors sent.", replayer.replay_gaps)
         yield _counter("replayed_changes", "Changes sent by replays.", replayer.replayed_changes)
+        yield _counter("replay_reads_asked", "Reads of the log replays asked for.", replayer.reads.asked)
+        yield _counter(
+            "replay_reads_run",
+            "Reads of the log that answered them (replays of one range at once share one).",
+            replayer.reads.asked - replayer.reads.shared,
+        )
         listener = services.listener
         yield _gauge("listener_connected", "1 while the LISTEN connection is up.", int(listener.connected))
         yield _counter(

@@ -45,13 +45,17 @@ class BatchedLookup(Generic[K, V]):
         self.asked = 0
         self.batches = 0
         self.refused = 0
+        self.shared = 0  # questions answered by another caller's fetch of the same key
 
     async def get(self, key: K) -> V:
         if self.waiting >= self._max_waiting:
             self.refused += 1
             raise Busy(f"{self.waiting} lookups are waiting already")
         answer: asyncio.Future[V] = asyncio.get_running_loop().create_future()
-        self._next.setdefault(key, []).append(answer)
+        waiters = self._next.setdefault(key, [])
+        if waiters:
+            self.shared += 1
+        waiters.append(answer)
         self.asked += 1
         self.waiting += 1
         if self._runner is None:

@@ -156,3 +156,36 @@ async def test_subscribes_asking_at_once_share_queries_and_each_gets_its_own_ans
 
     assert delta("subscribe_checks_total") == 40
     assert 1 <= delta("subscribe_check_queries_total") <= 40
+
+
+async def test_replays_resuming_from_one_id_at_once_share_their_reads_of_the_log(
+    database_url: str, db: psycopg.AsyncConnection, table: str
+) -> None:
+    insert = sql.SQL("INSERT INTO {} (name) VALUES ('a'), ('b'), ('c') RETURNING id").format(
+        sql.Identifier(table)
+    )
+    await db.execute(insert)
+    count = 10
+    # A fresh server holds none of these changes in memory: the replays must read them from the log.
+    with ServerThread(make_settings(database_url)) as server:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(realtime_client(server.ws_url)) for _ in range(count)]
+            replayer = server.services.replayer
+            async with db.transaction():
+                # Held until every replay is waiting: they all ask for the log at once.
+                await db.execute("LOCK TABLE fluxbase_realtime.change_log IN ACCESS EXCLUSIVE MODE")
+                for client in clients:
+                    await client.send(type="subscribe", channel=f"table:public.{table}", since=0)
+
+                async def all_started() -> bool:
+                    return replayer.replays == count
+
+                await _until(all_started, "every replay started")
+            for client in clients:
+                assert (await client.receive())["type"] == "ack"
+                replayed = await client.broadcasts(3)
+                assert [m["payload"]["record"]["name"] for m in replayed] == ["a", "b", "c"]
+            # Each got everything, once; the log was read once for the first replay and once for all the
+            # others (they asked while the first read ran), not once each.
+            assert replayer.reads.asked >= count
+            assert replayer.reads.batches <= 2

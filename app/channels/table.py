@@ -80,7 +80,7 @@ class TableChannels:
         unchanged = subscriber.views.get(key, PLAIN) == view
         if request.since is None and unchanged and hub.is_live(subscriber, key):
             # Subscribing twice is harmless.
-            hub.offer_to([subscriber], ack)
+            hub.reply(subscriber, ack)
             return
         if request.since is None:
             # "Now": every change committed before this pass is numbered at or below it. Taken before the
@@ -120,7 +120,7 @@ class TableChannels:
         if request.since is None:
             # Where it starts: a client cut off before any change reached it resumes from here.
             ack = protocol.encode_ack(name, request.ref, options.subscription, since=now)
-        hub.offer_to([subscriber], ack)
+        hub.reply(subscriber, ack)
         if request.since is not None:
             start_replay(
                 subscriber, key, self._replayer.replay(subscriber, channel, request.since, key), self._abandon

@@ -208,6 +208,8 @@ def create_app(settings: Settings) -> FastAPI:
                 jwks_cache_seconds=settings.jwt_jwks_cache_seconds,
                 jwks_cooldown_seconds=settings.jwt_jwks_cooldown_seconds,
                 jwks_timeout=settings.jwt_jwks_timeout_seconds,
+                cache_size=settings.realtime_token_cache_size,
+                cache_seconds=settings.realtime_token_cache_seconds,
             ),
             limits=ConnectionLimiter(
                 per_user=settings.realtime_max_connections_per_user,

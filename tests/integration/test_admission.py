@@ -150,6 +150,11 @@ async def test_subscribes_asking_at_once_share_queries_and_each_gets_its_own_ans
             # A table enabled now is seen by the next subscribe: nothing is cached.
             await db.execute("SELECT enable_realtime('public', %s)", (disabled,))
             assert (await clients[2].subscribe(f"table:public.{disabled}"))["type"] == "ack"
+            # And one disabled now refuses the next subscribe, with no delay for a cache to expire.
+            await db.execute("SELECT disable_realtime('public', %s)", (disabled,))
+            await clients[6].send(type="subscribe", channel=f"table:public.{disabled}", ref="after")
+            refused = await clients[6].receive()
+            assert refused["type"] == "error" and "realtime is not enabled" in refused["error"], refused
 
     def delta(name: str) -> float:
         return value(after, P + name) - value(before, P + name)

@@ -156,6 +156,29 @@ class Settings(BaseSettings):
     realtime_max_messages_per_second: float = Field(
         default=50, gt=0, description="Client messages per second per connection (bursts of as many)."
     )
+    realtime_max_connections: int = Field(
+        default=100_000,
+        ge=1,
+        description="Connections one instance serves at once (those being admitted included); past it, "
+        "new ones are refused before the upgrade with HTTP 503 and Retry-After.",
+    )
+    realtime_max_pending_subscribes: int = Field(
+        default=10_000,
+        ge=1,
+        description="Subscribes waiting for their database check at once; past it, a subscribe is refused "
+        "at once with subscribe_failed (clients retry with backoff) instead of queueing.",
+    )
+    realtime_token_cache_size: int = Field(
+        default=100_000,
+        ge=0,
+        description="Verified tokens remembered (by hash) so reconnects skip the check; 0: off.",
+    )
+    realtime_token_cache_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="Most seconds a verified token is remembered (never past its exp): how long a token "
+        "signed with a key that left the JWKS may still be accepted.",
+    )
     realtime_max_connections_per_user: int = Field(default=100, ge=1, description="By the token's sub.")
     realtime_max_connections_per_address: int = Field(default=1000, ge=1, description="By client IP.")
     realtime_allowed_origins: Annotated[list[str], NoDecode] = Field(

@@ -10,7 +10,8 @@ from fastapi.requests import HTTPConnection
 from app.services.container import Services
 
 
-def get_services(connection: HTTPConnection) -> Services:
+async def get_services(connection: HTTPConnection) -> Services:
+    # async: a plain function would run in a worker thread, a thread hop per connection and request.
     services: Services = connection.app.state.services
     return services
 

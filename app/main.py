@@ -139,10 +139,11 @@ def create_app(settings: Settings) -> FastAPI:
             poll_grace=settings.realtime_poll_grace,
             idle_poll_interval=settings.realtime_idle_poll_interval,
             on_gap=report_gap,
+            max_waiting=settings.realtime_max_pending_subscribes,
         )
         await feed.start_at_head()
         listener = ChangeListener(conninfo, settings.realtime_notify_channel, feed.wake)
-        tables = TableDirectory(pool)
+        tables = TableDirectory(pool, max_waiting=settings.realtime_max_pending_subscribes)
         replayer = Replayer(
             pool,
             hub,
@@ -151,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
             views,
             batch=settings.realtime_fetch_batch,
             batch_bytes=settings.realtime_fetch_batch_bytes,
+            max_waiting=settings.realtime_max_pending_subscribes,
         )
         broadcasts = BroadcastChannels(hub, feed, replayer, ChannelAccess(pool), settings)
         presence = PresenceTable()
@@ -206,10 +208,13 @@ def create_app(settings: Settings) -> FastAPI:
                 jwks_cache_seconds=settings.jwt_jwks_cache_seconds,
                 jwks_cooldown_seconds=settings.jwt_jwks_cooldown_seconds,
                 jwks_timeout=settings.jwt_jwks_timeout_seconds,
+                cache_size=settings.realtime_token_cache_size,
+                cache_seconds=settings.realtime_token_cache_seconds,
             ),
             limits=ConnectionLimiter(
                 per_user=settings.realtime_max_connections_per_user,
                 per_address=settings.realtime_max_connections_per_address,
+                total=settings.realtime_max_connections,
             ),
             tables=tables,
             listener=listener,

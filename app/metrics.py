@@ -25,7 +25,7 @@ CHANNEL_KINDS = ("table", "broadcast")
 # Types every scrape reports (at 0 until seen), so that rate() has a series from the start.
 RECEIVED_TYPES = ("subscribe", "unsubscribe", "access_token", "broadcast", "track", "untrack")
 SENT_TYPES = ("ack", "error", "heartbeat", "broadcast")
-REFUSAL_REASONS = ("origin", "token", "user_limit", "address_limit")
+REFUSAL_REASONS = ("origin", "token", "user_limit", "address_limit", "capacity")
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
@@ -67,11 +67,13 @@ class RealtimeCollector(Collector):
             **services.traffic.refused,
             "user_limit": services.limits.refused_per_user,
             "address_limit": services.limits.refused_per_address,
+            "capacity": services.limits.refused_capacity,
         }
         yield _labelled(
             CounterMetricFamily(
                 PREFIX + "connections_rejected",
-                "Connections refused at connect (an error, then close 1008), by reason.",
+                "Connections refused at connect, by reason (capacity: HTTP 503 before the upgrade; the "
+                "others: an error, then close 1008).",
                 labels=["reason"],
             ),
             refused,
@@ -148,12 +150,32 @@ class RealtimeCollector(Collector):
         )
         yield _gauge("feed_last_delivered_id", "Id of the newest change delivered.", feed.last_id)
         yield _counter("sequencer_passes", "Sequencer passes run by this instance.", feed.passes)
+        checks, passes = services.tables.checks, feed.shared_passes
+        yield _counter("subscribe_checks", "Table checks subscribes asked for.", checks.asked)
+        yield _counter(
+            "subscribe_check_queries", "Queries that answered them (one per batch).", checks.batches
+        )
+        yield _counter("subscribe_passes_asked", "Sequencer passes subscribes asked for.", passes.asked)
+        yield _counter(
+            "subscribe_passes_run", "Sequencer passes that answered them (one per batch).", passes.batches
+        )
+        yield _counter(
+            "subscribes_refused_busy",
+            "Subscribes refused at once (subscribe_failed) over REALTIME_MAX_PENDING_SUBSCRIBES.",
+            checks.refused + passes.refused,
+        )
         yield _counter("feed_errors", "Feed wake-ups that failed (retried with backoff).", feed.failures)
         yield _counter("rls_checks", "Row-level security checks issued to the database.", rls.checks_issued)
         yield _counter("rls_changes_checked", "Changes those checks covered.", rls.changes_checked)
         yield _counter("replays", "Subscribes with `since` (replays started).", replayer.replays)
         yield _counter("replay_gaps", "replay_gap errors sent.", replayer.replay_gaps)
         yield _counter("replayed_changes", "Changes sent by replays.", replayer.replayed_changes)
+        yield _counter("replay_reads_asked", "Reads of the log replays asked for.", replayer.reads.asked)
+        yield _counter(
+            "replay_reads_run",
+            "Reads of the log that answered them (replays of one range at once share one).",
+            replayer.reads.asked - replayer.reads.shared,
+        )
         listener = services.listener
         yield _gauge("listener_connected", "1 while the LISTEN connection is up.", int(listener.connected))
         yield _counter(

@@ -10,12 +10,13 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.logs import logging_config
+from app.routers.realtime import realtime_front_door
 from app.wire import DirectWriteProtocol
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, *, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
-        app,
+        realtime_front_door(app),
         host=host,
         port=port,
         loop="uvloop",

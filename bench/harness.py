@@ -27,8 +27,13 @@ from bench.workers import raise_fd_limit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The service's environment in a benchmark, beyond DATABASE_URL. Every client connects from 127.0.0.1,
-# so the per-address connection limit (a front-door defence) is raised out of the way.
-SERVER_ENV = {"LOG_LEVEL": "warning", "REALTIME_MAX_CONNECTIONS_PER_ADDRESS": "1000000"}
+# so the per-address connection limit (a front-door defence) is raised out of the way, and so is the
+# instance's capacity (scenarios measure what it holds).
+SERVER_ENV = {
+    "LOG_LEVEL": "warning",
+    "REALTIME_MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+    "REALTIME_MAX_CONNECTIONS": "1000000",
+}
 # HS256 secret of the benchmark's tokens (kept out of SERVER_ENV, which the result files record).
 JWT_SECRET = "fluxbase-bench-only-hs256-secret-0123456789"  # noqa: S105 - a benchmark-only secret
 READY_TIMEOUT = 60.0

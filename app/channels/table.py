@@ -13,6 +13,7 @@ from app.channels.table_view import TableColumns, view_or_refusal
 from app.filters.parse import FilterLimits
 from app.protocol import TableChannel
 from app.services.changes import ChangeFeed
+from app.services.coalesce import Busy
 from app.services.hub import Hub
 from app.services.replay import Replayer
 from app.services.rls import RowSecurity, TableAccess
@@ -23,6 +24,8 @@ from app.services.views import PLAIN, SUBSCRIPTION_SEPARATOR, channel_of, subscr
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_FAILED = "subscribe failed (the database is unavailable): try again"
+# Over REALTIME_MAX_PENDING_SUBSCRIBES: refused at once rather than left to time out.
+BUSY = "subscribe failed (too many subscribes are waiting for the database): try again after a backoff"
 
 
 class TableChannels:
@@ -77,7 +80,7 @@ class TableChannels:
         unchanged = subscriber.views.get(key, PLAIN) == view
         if request.since is None and unchanged and hub.is_live(subscriber, key):
             # Subscribing twice is harmless.
-            hub.offer_to([subscriber], ack)
+            hub.reply(subscriber, ack)
             return
         if request.since is None:
             # "Now": every change committed before this pass is numbered at or below it. Taken before the
@@ -85,6 +88,18 @@ class TableChannels:
             # and before anything changes, so that a failure leaves the subscription as it was.
             try:
                 now = await self._feed.sequence()
+            except Busy:
+                hub.offer_to(
+                    [subscriber],
+                    protocol.encode_error(
+                        BUSY,
+                        ref=request.ref,
+                        channel=name,
+                        code="subscribe_failed",
+                        subscription=options.subscription,
+                    ),
+                )
+                return
             except Exception:
                 log.exception("subscribe_failed channel=%s", name)
                 hub.offer_to(
@@ -105,7 +120,7 @@ class TableChannels:
         if request.since is None:
             # Where it starts: a client cut off before any change reached it resumes from here.
             ack = protocol.encode_ack(name, request.ref, options.subscription, since=now)
-        hub.offer_to([subscriber], ack)
+        hub.reply(subscriber, ack)
         if request.since is not None:
             start_replay(
                 subscriber, key, self._replayer.replay(subscriber, channel, request.since, key), self._abandon
@@ -178,10 +193,13 @@ class TableChannels:
         name = channel.name
         audience = subscriber.audience
         try:
-            status = await self._tables.status(channel)
-            access = await self._rls.access(channel, audience.role)
+            # One query for every subscribe asking meanwhile (app.services.tables): a connect storm of
+            # 10,000 clients on one table costs a few dozen queries, not 20,000.
+            status, access = await self._tables.check(channel, audience.role)
             partition = status is TableStatus.PARTITION
             through = await self._tables.captured_through(channel) if partition else None
+        except Busy:
+            return protocol.encode_error(BUSY, ref=request.ref, channel=name, code="subscribe_failed"), None
         except Exception:
             log.exception("table_status_failed")
             return protocol.encode_error(

@@ -1,11 +1,13 @@
-"""WebSocket /realtime: admits a connection (origin, token, connection limits), then hands it to
+"""WebSocket /realtime: admits a connection (capacity, origin, token, connection limits), then hands it to
 app.connection, which serves it from there on."""
 
 from __future__ import annotations
 
 import contextlib
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import protocol
 from app.connection import CLOSE_POLICY_VIOLATION, AsgiSocket, Connection
@@ -17,9 +19,51 @@ from app.wire import FRAME_WRITER, FrameWriter
 
 router = APIRouter()
 
+CLOSE_TRY_AGAIN_LATER = 1013
+# What a client refused for capacity is told to wait (both SDKs back off with jitter from there).
+RETRY_AFTER_SECONDS = 1
 
-@router.websocket("/realtime")
-async def realtime_socket(websocket: WebSocket, services: ServicesDep) -> None:
+
+REALTIME_PATH = "/realtime"
+
+
+@router.websocket(REALTIME_PATH)
+async def realtime_route(websocket: WebSocket, services: ServicesDep) -> None:
+    await realtime_socket(websocket, services)
+
+
+def realtime_front_door(app: FastAPI) -> ASGIApp:
+    """The application, with WebSockets on /realtime served without the framework's middleware and
+    routing, which cost a connect storm more CPU than the admission itself (app.server runs this).
+    Everything else, and the route above (for other servers and for the API document), goes to `app`."""
+
+    async def front_door(scope: Scope, receive: Receive, send: Send) -> None:
+        services = getattr(app.state, "services", None)
+        if scope["type"] == "websocket" and scope["path"] == REALTIME_PATH and services is not None:
+            await realtime_socket(WebSocket(scope, receive, send), services)
+            return
+        await app(scope, receive, send)
+
+    return front_door
+
+
+async def realtime_socket(websocket: WebSocket, services: Services) -> None:
+    # Past capacity, the refusal comes before the upgrade and costs nothing more: a storm of clients gets
+    # fast 503s it retries after a backoff, rather than timeouts for everyone.
+    if not services.limits.enter():
+        await _deny_capacity(websocket, services.settings.realtime_max_connections)
+        return
+    try:
+        connection = await _admit(websocket, services)
+    finally:
+        services.limits.leave()
+    if connection is not None:
+        await connection.serve(websocket)  # another server than app.wire's: this task serves it, as ASGI does
+
+
+async def _admit(websocket: WebSocket, services: Services) -> Connection | None:
+    """Accept, check, and hand the connection over to app.wire; returns once it holds its lease or was
+    refused: the connection for this task to serve when another server than app.wire's runs the app."""
     await websocket.accept()
     client = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else ""
     # Every refusal at connect is an `error` and a close with 1008, and happens before anything is counted.
@@ -27,19 +71,19 @@ async def realtime_socket(websocket: WebSocket, services: ServicesDep) -> None:
     if not origin_allowed(origin, services.settings.realtime_allowed_origins):
         services.traffic.refused["origin"] += 1
         await _refuse(websocket, f"origin {_clip(origin)!r} is not allowed to connect", "origin not allowed")
-        return
+        return None
     principal = await _authenticate(websocket, services)
     if isinstance(principal, AuthError):
         services.traffic.refused["token"] += 1
         await _refuse(websocket, str(principal), "invalid token")
-        return
+        return None
     try:
         lease = services.limits.acquire(
             principal.user_id, websocket.client.host if websocket.client else None
         )
     except LimitExceeded as error:
         await _refuse(websocket, str(error), "too many connections")
-        return
+        return None
     socket: FrameWriter | None = websocket.scope.get("extensions", {}).get(FRAME_WRITER)
     try:
         connection = Connection(socket or AsgiSocket(websocket), socket, services, principal, client, lease)
@@ -50,8 +94,25 @@ async def realtime_socket(websocket: WebSocket, services: ServicesDep) -> None:
         # From here on the connection is served without this task (app.wire): it returns, and with it go
         # the framework's coroutine frames and the handshake's objects. An idle connection runs no task.
         socket.detach(connection.receive)
-        return
-    await connection.serve(websocket)  # another server than app.wire's: this task serves it, as ASGI does
+        return None
+    return connection
+
+
+async def _deny_capacity(websocket: WebSocket, limit: int) -> None:
+    """HTTP 503 with Retry-After instead of the upgrade (close 1013, try again later, after it on a
+    server without the denial extension)."""
+    body = {
+        "error": f"the server is at capacity ({limit} connections): retry after a backoff",
+        "code": "unavailable",
+    }
+    try:
+        await websocket.send_denial_response(
+            JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        )
+    except RuntimeError:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await websocket.accept()
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, "server at capacity")
 
 
 async def _authenticate(websocket: WebSocket, services: Services) -> Principal | AuthError:

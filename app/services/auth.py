@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from app.services.token_cache import VerifiedTokens
+
 log = logging.getLogger(__name__)
 
 
@@ -183,6 +185,8 @@ class TokenVerifier:
         jwks_cache_seconds: float = 300.0,
         jwks_cooldown_seconds: float = 10.0,
         jwks_timeout: float = 5.0,
+        cache_size: int = 0,
+        cache_seconds: float = 60.0,
     ) -> None:
         unknown = [name for name in algorithms if name not in SUPPORTED_ALGORITHMS]
         if unknown:
@@ -197,6 +201,8 @@ class TokenVerifier:
         self._audience = list(audience)
         self._issuer = issuer
         self._leeway = leeway
+        # A reconnect storm presents the same tokens again: each is verified once (app.services.token_cache).
+        self.verified: VerifiedTokens[Principal] = VerifiedTokens(size=cache_size, ttl=cache_seconds)
         asymmetric = [name for name in self._algorithms if name in _ASYMMETRIC_KEY_TYPES]
         self._public_key: Any = None
         if public_key:
@@ -236,6 +242,14 @@ class TokenVerifier:
         return expires_at if math.isfinite(expires_at) else None
 
     async def verify(self, token: str) -> Principal:
+        known = self.verified.get(token)
+        if known is not None:
+            return known
+        principal = await self._verify(token)
+        self.verified.put(token, principal, self.expires_at(principal))
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         if not self.configured:
             raise AuthError(
                 "token authentication is not configured on this server "

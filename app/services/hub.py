@@ -301,6 +301,13 @@ class Hub:
         self.sent[frame_type(frame)] += len(subscribers)
         self._offer(subscribers, frame, wire)
 
+    def reply(self, subscriber: Subscriber, frame: str) -> None:
+        """An answer for one subscriber (an ack): written at once when nothing is queued or being sent
+        before it, so that a connect storm's acks do not each start a writer task."""
+        self.sent[frame_type(frame)] += 1
+        if not subscriber.offer(frame, text_frame(frame)) and not subscriber.closing:
+            self._too_slow(subscriber)
+
     def _offer(
         self,
         subscribers: Collection[Subscriber],
@@ -316,13 +323,14 @@ class Hub:
             batch = None
         too_slow = [s for s in subscribers if not s.offer(frame, wire, batch) and not s.closing]
         for subscriber in too_slow:
-            self.slow_consumer_disconnects += 1
-            log.warning(
-                "slow_consumer_closed client=%s channels=%d", subscriber.client, len(subscriber.channels)
-            )
-            subscriber.close(CLOSE_TRY_AGAIN_LATER, "client is not reading fast enough", drop_pending=True)
-            # It stays a connection until its socket closes; it just stops receiving changes.
-            self._leave_all(subscriber)
+            self._too_slow(subscriber)
+
+    def _too_slow(self, subscriber: Subscriber) -> None:
+        self.slow_consumer_disconnects += 1
+        log.warning("slow_consumer_closed client=%s channels=%d", subscriber.client, len(subscriber.channels))
+        subscriber.close(CLOSE_TRY_AGAIN_LATER, "client is not reading fast enough", drop_pending=True)
+        # It stays a connection until its socket closes; it just stops receiving changes.
+        self._leave_all(subscriber)
 
     def subscriptions_by_kind(self) -> dict[str, tuple[int, int]]:
         """Channel kind (`table`, `broadcast`) → (channels with a live subscriber, live subscriptions)."""

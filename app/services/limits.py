@@ -51,14 +51,32 @@ class ConnectionLimiter:
     address is unknown (a Unix socket) count only against their user.
     """
 
-    def __init__(self, *, per_user: int, per_address: int) -> None:
+    def __init__(self, *, per_user: int, per_address: int, total: int = 100_000) -> None:
         self._per_user = per_user
         self._per_address = per_address
+        self._total = total
         self._users: Counter[str] = Counter()
         self._addresses: Counter[str] = Counter()
+        self._open = 0  # leases held
+        self.admitting = 0  # connections between enter() and their lease (or refusal)
         # Refusals, for /metrics.
         self.refused_per_user = 0
         self.refused_per_address = 0
+        self.refused_capacity = 0
+
+    def enter(self) -> bool:
+        """A connection arrives: False when the instance is full (it is refused before anything is spent
+        on it); else it counts as being admitted until `leave`, so that connections admitted at once cannot
+        together overshoot the total."""
+        if self._open + self.admitting >= self._total:
+            self.refused_capacity += 1
+            return False
+        self.admitting += 1
+        return True
+
+    def leave(self) -> None:
+        """The connection entered has its lease, or was refused."""
+        self.admitting -= 1
 
     def acquire(self, user: str | None, address: str | None) -> ConnectionLease:
         """Count a connection, or raise LimitExceeded (counting nothing)."""
@@ -74,6 +92,7 @@ class ConnectionLimiter:
             self._addresses[address] += 1
         if user is not None:
             self._users[user] += 1
+        self._open += 1
         return ConnectionLease(self, user, address)
 
     def connections_of(self, user: str) -> int:
@@ -83,6 +102,7 @@ class ConnectionLimiter:
         return self._addresses[address]
 
     def _release(self, user: str | None, address: str | None) -> None:
+        self._open -= 1
         for counter, key in ((self._users, user), (self._addresses, address)):
             if key:
                 counter[key] -= 1

@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from app import protocol
 from app.protocol import Channel
 from app.services.changes import Change, ChangeFeed, ChangeFramer, fetch_id
+from app.services.coalesce import BatchedLookup
 from app.services.hub import Hub
 from app.services.subscribers import Subscriber
 from app.services.table_views import TableViews
@@ -17,11 +18,19 @@ from app.services.views import PLAIN
 
 REPLAY = "SELECT * FROM fluxbase_realtime.table_changes_after(%s, %s, %s, %s, %s, %s)"
 OLDEST = "SELECT fluxbase_realtime.oldest_retained_id()"
-HEAD = "SELECT next_id - 1 FROM fluxbase_realtime.sequencer_state"
+# Where the log starts and ends, for every replay starting meanwhile (one query, shared).
+BOUNDS = (
+    "SELECT fluxbase_realtime.oldest_retained_id(), "
+    "(SELECT next_id - 1 FROM fluxbase_realtime.sequencer_state)"
+)
 # Ids are dense across all tables: one query looks at most this many ids, whatever the channel's share.
 WINDOW = 20_000
 
 ReplayRow = tuple[int, str, str, str, str | None, str | None, bool, int]
+# A read of one channel's log: (schema, table, after id, up to id, at most this many changes) ...
+ReadKey = tuple[str, str, int, int, int]
+# ... and what it found: the changes, how far the read is complete, and the oldest id retained after it.
+SharedRead = tuple[list[Change], int, int]
 
 
 class Replayer:
@@ -42,7 +51,17 @@ class Replayer:
         *,
         batch: int,
         batch_bytes: int,
+        max_waiting: int = 10_000,
     ) -> None:
+        # A reconnect storm resumes thousands of subscribers from the same few ids: replays starting
+        # meanwhile share one look at the log's bounds, and replays reading the same range of a channel
+        # share one read (app.services.coalesce), each answer fetched after it was asked for.
+        self._bounds: BatchedLookup[None, tuple[int, int]] = BatchedLookup(
+            self._fetch_bounds, max_waiting=max_waiting
+        )
+        self.reads: BatchedLookup[ReadKey, SharedRead] = BatchedLookup(
+            self._fetch_reads, max_waiting=max_waiting
+        )
         self._views = views
         self._pool = pool
         self._hub = hub
@@ -136,25 +155,43 @@ class Replayer:
     ) -> tuple[list[Change], int, bool]:
         """The channel's changes in (cursor, upto] from the log, how far that is complete, and whether a
         replay gap has been reported (it is, here, if the log was pruned past the cursor meanwhile)."""
-        async with self._pool.connection() as conn:
-            result = await conn.execute(
-                REPLAY, (channel.schema, channel.table, cursor, upto, batch, self._batch_bytes), prepare=False
-            )
-            rows = cast(list[ReplayRow], await result.fetchall())
-            # Checked after the read: if nothing after the cursor was pruned by now, the read saw it all.
-            oldest = await fetch_id(conn, OLDEST)
+        changes, read_to, oldest = await self.reads.get((channel.schema, channel.table, cursor, upto, batch))
         if oldest > cursor + 1 and not gap_reported:
             gap_reported = True
             self.replay_gaps += 1
             self._hub.offer_to([subscriber], _gap_error(channel.name, cursor, oldest))
+        return changes, read_to, gap_reported
+
+    async def _fetch_reads(self, keys: list[ReadKey]) -> dict[ReadKey, SharedRead | Exception]:
+        """Each distinct range asked for, read once; a failed read fails the replays that asked for it."""
+        results = await asyncio.gather(*(self._read_range(*key) for key in keys), return_exceptions=True)
+        answers: dict[ReadKey, SharedRead | Exception] = {}
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            answers[key] = result
+        return answers
+
+    async def _read_range(self, schema: str, table: str, cursor: int, upto: int, batch: int) -> SharedRead:
+        async with self._pool.connection() as conn:
+            result = await conn.execute(
+                REPLAY, (schema, table, cursor, upto, batch, self._batch_bytes), prepare=False
+            )
+            rows = cast(list[ReplayRow], await result.fetchall())
+            # Checked after the read: if nothing after the cursor was pruned by now, the read saw it all.
+            oldest = await fetch_id(conn, OLDEST)
         changes = [self._framer.change(*row[:7]) for row in rows]
-        return changes, (rows[-1][7] if rows else upto), gap_reported
+        return changes, (rows[-1][7] if rows else upto), oldest
+
+    async def _fetch_bounds(self, _keys: list[None]) -> dict[None, tuple[int, int] | Exception]:
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(BOUNDS)).fetchone()
+        oldest, head = row if row else (0, 0)
+        return {None: (int(oldest or 0), int(head or 0))}
 
     async def _starting_point(self, subscriber: Subscriber, name: str, since: int) -> int:
         """`since`, or where replay can start when the log no longer (or never) held what follows it."""
-        async with self._pool.connection() as conn:
-            oldest = await fetch_id(conn, OLDEST)
-            head = await fetch_id(conn, HEAD)
+        oldest, head = await self._bounds.get(None)
         if since > head:
             self.replay_gaps += 1
             self._hub.offer_to(

@@ -3,7 +3,8 @@
 No I/O: the logical consumer (app/services/logical_capture.py) feeds it what libpq's COPY BOTH stream
 returns. Formats: PostgreSQL's "Streaming Replication Protocol" (XLogData 'w', Primary keepalive 'k',
 Standby status update 'r') and "Logical Replication Message Formats" (protocol version 1: Begin, Commit,
-Relation, Insert, Update, Delete, Truncate; Origin, Type and Message are read and ignored). Values arrive
+Relation, Insert, Update, Delete, Truncate, logical decoding Message; Origin and Type are read and
+ignored). Values arrive
 in text form, as each column type's output function renders them; an unchanged TOASTed value (not in the
 WAL) is `UNCHANGED`.
 """
@@ -163,13 +164,23 @@ class Truncate:
 
 
 @dataclass(frozen=True, slots=True)
+class LogicalMessage:
+    """A message written into the WAL with pg_logical_emit_message (sent with `messages 'true'`)."""
+
+    transactional: bool
+    lsn: int
+    prefix: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
-    """Origin, Type and logical decoding Message: nothing the change log needs."""
+    """Origin and Type: nothing the change log needs."""
 
     kind: str
 
 
-Message = Begin | Commit | Relation | Insert | Update | Delete | Truncate | Ignored
+Message = Begin | Commit | Relation | Insert | Update | Delete | Truncate | LogicalMessage | Ignored
 
 
 _INT16 = struct.Struct("!h")
@@ -298,7 +309,13 @@ def parse_message(data: bytes) -> Message:
         options = reader.byte()
         oids = tuple(reader.unpack("!I")[0] for _ in range(count))
         message = Truncate(bool(options & 1), bool(options & 2), oids)
-    elif kind in (b"O", b"Y", b"M"):
+    elif kind == b"M":
+        flags = reader.byte()  # no xid: protocol 1 does not stream transactions in progress
+        (lsn,) = reader.unpack("!Q")
+        prefix = reader.string()
+        (length,) = reader.unpack("!i")
+        message = LogicalMessage(bool(flags & 1), lsn, prefix, reader.take(length))
+    elif kind in (b"O", b"Y"):
         return Ignored(kind.decode())
     else:
         raise ProtocolError(f"unknown pgoutput message {kind!r}")

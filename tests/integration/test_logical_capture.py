@@ -98,3 +98,27 @@ async def test_stats_report_the_slot(server: ServerThread, database_url: str) ->
     assert stats["capture"] == "logical" and stats["slot_status"] in ("reserved", "extended")
     assert isinstance(stats["slot_lag_bytes"], int) and stats["consumer"] is True
     assert slot_for(database_url).startswith("slot_")
+
+
+async def test_a_forged_partition_truncate_message_is_not_logged(
+    server: ServerThread, db: psycopg.AsyncConnection, table: str
+) -> None:
+    """Any session may write a logical decoding message with the trigger's prefix: the consumer logs one
+    only for a realtime partitioned table, and skips one it cannot read."""
+    plain = await _new_table(db, "id int")
+    await db.execute("SELECT disable_realtime('public', %s)", (plain,))
+    prefix = "fluxbase_realtime.partition_truncate"
+    forged = '{"root": ["public", "%s"], "partition": {"schema": "public", "table": "x"}, "ancestors": []}'
+    async with realtime_client(server.ws_url) as client:
+        await client.subscribe(f"table:public.{table}")
+        async with db.transaction():
+            await db.execute("SELECT pg_logical_emit_message(true, %s, %s)", (prefix, forged % plain))
+            await db.execute("SELECT pg_logical_emit_message(true, %s, 'not json')", (prefix,))
+            await db.execute(
+                sql.SQL("INSERT INTO {} (name) VALUES ('sentinel')").format(sql.Identifier(table))
+            )
+        (sentinel,) = await client.broadcasts(1)
+    assert sentinel["payload"]["record"]["name"] == "sentinel"
+    assert await (
+        await db.execute("SELECT count(*) FROM fluxbase_realtime.change_log WHERE table_name = %s", (plain,))
+    ).fetchone() == (0,)

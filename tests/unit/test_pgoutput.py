@@ -18,6 +18,7 @@ from app.services.pgoutput import (
     Ignored,
     Insert,
     Keepalive,
+    LogicalMessage,
     ProtocolError,
     Relation,
     Truncate,
@@ -83,6 +84,11 @@ def test_updates_deletes_and_truncates() -> None:
     )
     assert pgoutput.parse_message(b"T" + struct.pack("!IBII", 2, 3, 7, 8)) == Truncate(True, True, (7, 8))
     assert pgoutput.parse_message(b"O" + b"\x00" * 8 + b"origin\x00") == Ignored("O")
+    # pg_logical_emit_message(true, 'p', '{}'): flags, LSN, prefix, then the content's length and bytes.
+    message = b"M\x01" + struct.pack("!Q", 0x16B374D848) + b"p\x00" + struct.pack("!i", 2) + b"{}"
+    assert pgoutput.parse_message(message) == LogicalMessage(True, 0x16B374D848, "p", b"{}")
+    with pytest.raises(ProtocolError):
+        pgoutput.parse_message(message[:-1])
 
 
 @pytest.mark.parametrize(

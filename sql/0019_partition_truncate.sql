@@ -1,4 +1,5 @@
--- A TRUNCATE naming a partition (not its partitioned table) reaches the root's channel (issue 12).
+-- A TRUNCATE naming a partition (not its partitioned table) reaches the root's channel (issue 12), and
+-- the logical consumer's batches take a cheaper writer (log_decoded_batch, at the end).
 --
 -- What a client can act on: the rows of the root that were stored in that partition are gone, the others
 -- are not, and a client holding the root's rows cannot tell which were which unless it knows the
@@ -146,47 +147,46 @@ BEGIN
 END
 $$;
 
--- log_decoded_changes of 0018_logical_capture.sql; a TRUNCATE's record is the partition it names (JSON
--- text, from the consumer) or none.
-CREATE OR REPLACE FUNCTION fluxbase_realtime.log_decoded_changes(
-    batch json, progress_lsn pg_lsn, progress_written bigint, progress_complete boolean
+-- The consumer's batch writer, cheaper than log_decoded_changes of 0018_logical_capture.sql (which stays,
+-- for instances of the previous version during an upgrade): the batch is jsonb, parsed once (json's ->>
+-- scans the text again at every use), grouped by table by the consumer, and each table's changes go into
+-- the log in one INSERT ... SELECT, with no temporary table in between; about half the server time per
+-- batch. `batch` is [[schema, table, [[ord, op, new row, old row], ...]], ...]: rows are composite
+-- literals in the table's column order, cast to its row type and rendered with to_jsonb, exactly what the
+-- trigger logs (app/services/pgoutput.py: row_literal); a TRUNCATE's new row is the partition it names
+-- (JSON text), or none. Should the table have changed under the stream so that the cast fails, that
+-- table's records are logged as the literal's text rather than stopping capture.
+CREATE FUNCTION fluxbase_realtime.log_decoded_batch(
+    batch jsonb, progress_lsn pg_lsn, progress_written bigint, progress_complete boolean
 ) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    target record;
+    target jsonb;
     rel    regclass;
     logged integer := 0;
     added  integer;
 BEGIN
-    CREATE TEMP TABLE IF NOT EXISTS decoded_batch (
-        n bigint, s text, t text, op text, new_row text, old_row text
-    ) ON COMMIT DELETE ROWS;
-    INSERT INTO decoded_batch
-    SELECT c.n, c.v->>0, c.v->>1, c.v->>2, c.v->>3, c.v->>4
-    FROM json_array_elements(batch) WITH ORDINALITY AS c(v, n);
-    FOR target IN SELECT DISTINCT d.s, d.t FROM decoded_batch d LOOP
-        rel := fluxbase_realtime.find_table(target.s, target.t);
+    FOR target IN SELECT g.value FROM jsonb_array_elements(batch) AS g LOOP
+        rel := fluxbase_realtime.find_table(target->>0, target->>1);
         BEGIN
             IF rel IS NULL THEN
                 RAISE EXCEPTION 'the table no longer exists' USING ERRCODE = 'undefined_table';
             END IF;
             EXECUTE format($q$
                 INSERT INTO fluxbase_realtime.change_log (txid, ord, schema_name, table_name, op, record, old_record)
-                SELECT pg_current_xact_id(), d.n - 1, d.s, d.t, d.op,
-                       CASE WHEN d.op = 'TRUNCATE' THEN d.new_row::jsonb ELSE to_jsonb(d.new_row::%1$s) END,
-                       to_jsonb(d.old_row::%1$s)
-                FROM decoded_batch d
-                WHERE d.s = $1 AND d.t = $2
-            $q$, rel) USING target.s, target.t;
+                SELECT pg_current_xact_id(), (c.v->>0)::integer, $1, $2, c.v->>1,
+                       CASE WHEN c.v->>1 = 'TRUNCATE' THEN (c.v->>2)::jsonb ELSE to_jsonb((c.v->>2)::%1$s) END,
+                       to_jsonb((c.v->>3)::%1$s)
+                FROM jsonb_array_elements($3) AS c(v)
+            $q$, rel) USING target->>0, target->>1, target->2;
         EXCEPTION WHEN OTHERS THEN
             RAISE WARNING 'logical capture: rows of %.% do not fit its current definition (%): logged as text',
-                quote_ident(target.s), quote_ident(target.t), SQLERRM;
+                quote_ident(target->>0), quote_ident(target->>1), SQLERRM;
             INSERT INTO fluxbase_realtime.change_log (txid, ord, schema_name, table_name, op, record, old_record)
-            SELECT pg_current_xact_id(), d.n - 1, d.s, d.t, d.op,
-                   CASE WHEN d.op = 'TRUNCATE' THEN d.new_row::jsonb ELSE to_jsonb(d.new_row) END,
-                   to_jsonb(d.old_row)
-            FROM decoded_batch d
-            WHERE d.s = target.s AND d.t = target.t;
+            SELECT pg_current_xact_id(), (c.v->>0)::integer, target->>0, target->>1, c.v->>1,
+                   CASE WHEN c.v->>1 = 'TRUNCATE' THEN (c.v->>2)::jsonb ELSE to_jsonb(c.v->>2) END,
+                   to_jsonb(c.v->>3)
+            FROM jsonb_array_elements(target->2) AS c(v);
         END;
         GET DIAGNOSTICS added = ROW_COUNT;
         logged := logged + added;
@@ -199,7 +199,7 @@ BEGIN
     RETURN logged;
 END
 $$;
-REVOKE ALL ON FUNCTION fluxbase_realtime.log_decoded_changes(json, pg_lsn, bigint, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION fluxbase_realtime.log_decoded_batch(jsonb, pg_lsn, bigint, boolean) FROM PUBLIC;
 
 -- Realtime partitioned tables enabled before this migration get their partitions' triggers.
 DO $$

@@ -1,4 +1,5 @@
-"""A TRUNCATE naming one partition of a realtime partitioned table reaches the root's channel.
+"""A TRUNCATE naming one partition of a realtime partitioned table reaches the root's channel; the logical
+consumer's cheaper batch writer.
 
 Revision ID: 0017
 Revises: 0016

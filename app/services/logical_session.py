@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from app.services.logical_capture import LogicalCapture
 
 PROGRESS = "SELECT commit_lsn::text, written, complete FROM fluxbase_realtime.logical_progress"
-WRITE = "SELECT fluxbase_realtime.log_decoded_changes(%s::json, %s::pg_lsn, %s, %s)"
+WRITE = "SELECT fluxbase_realtime.log_decoded_batch(%s::jsonb, %s::pg_lsn, %s, %s)"
 COLUMNS = """
 SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
 FROM pg_attribute a
@@ -38,24 +38,40 @@ ROOT_STATUS = "SELECT fluxbase_realtime.table_status(%s, %s)"
 log = logging.getLogger(__name__)
 
 
+Change = tuple[int, str, str | None, str | None]  # position in the batch, op, new row, old row
+
+
 class Batch:
-    """Decoded changes not yet written: [schema, table, op, new row, old row] each, sent as one JSON text."""
+    """Decoded changes not yet written, grouped by table: sent as one JSON text, [[schema, table,
+    [[position, op, new row, old row], ...]], ...] (sql/0019_partition_truncate.sql: log_decoded_batch)."""
 
     def __init__(self) -> None:
-        self.changes: list[tuple[str, str, str, str | None, str | None]] = []
+        self.tables: dict[tuple[str, str], list[Change]] = {}
+        self.count = 0
         self.size = 0
 
     def add(self, relation: pgoutput.Relation, op: str, new: str | None, old: str | None) -> None:
-        self.changes.append((relation.schema, relation.name, op, new, old))
+        key = (relation.schema, relation.name)
+        changes = self.tables.get(key)
+        if changes is None:
+            changes = self.tables[key] = []
+        changes.append((self.count, op, new, old))
+        self.count += 1
         self.size += len(new or "") + len(old or "") + 64
 
     def add_partition_truncate(self, root: tuple[str, str], partition: str) -> None:
         """A TRUNCATE on the root's channel whose record is the partition it names (JSON text)."""
-        self.changes.append((root[0], root[1], "TRUNCATE", partition, None))
+        self.tables.setdefault(root, []).append((self.count, "TRUNCATE", partition, None))
+        self.count += 1
         self.size += len(partition) + 64
 
+    def json(self) -> str:
+        return orjson.dumps(
+            [[schema, table, changes] for (schema, table), changes in self.tables.items()]
+        ).decode()
+
     def __len__(self) -> int:
-        return len(self.changes)
+        return self.count
 
 
 class StreamSession:
@@ -74,6 +90,8 @@ class StreamSession:
         self._writer = writer
         self._stream = stream
         self._relations: dict[int, tuple[pgoutput.Relation, tuple[int | None, ...]]] = {}
+        # By relation: positions for insert_literal (None: the table's columns are the stream's, in order).
+        self._insert_positions: dict[int, tuple[int | None, ...] | None] = {}
         self._batch = Batch()
         self._begin: pgoutput.Begin | None = None  # the transaction being read, between Begin and Commit
         self._position = 0  # changes of that transaction seen so far
@@ -141,7 +159,18 @@ class StreamSession:
                 if message.reply_requested:
                     self._status_due = 0
                 continue
-            await self._handle(pgoutput.parse_message(message.payload))
+            payload = message.payload
+            if payload[:1] == b"I" and self._begin is not None:  # nearly every message: the fast path
+                self._position += 1
+                if self._truncated:
+                    self._truncated.clear()
+                if self._skip == -1 or self._position <= self._skip:
+                    continue
+                oid = int.from_bytes(payload[1:5])
+                literal = pgoutput.insert_literal(payload, self._insert_positions[oid])[1]
+                self._batch.add(self._relations[oid][0], "INSERT", literal, None)
+            else:
+                await self._handle(pgoutput.parse_message(payload))
             if (
                 len(self._batch) >= self._capture._batch_size
                 or self._batch.size >= self._capture._batch_bytes
@@ -175,7 +204,10 @@ class StreamSession:
             self._begin = None
             self._received_end = message.end_lsn
         elif isinstance(message, pgoutput.Relation):
-            self._relations[message.oid] = (message, await self._positions(message))
+            positions = await self._positions(message)
+            self._relations[message.oid] = (message, positions)
+            in_order = positions == tuple(range(len(message.columns)))
+            self._insert_positions[message.oid] = None if in_order else positions
         elif isinstance(message, pgoutput.Truncate):
             # One change per table it truncated, without a record, as the trigger mode logs it.
             self._truncated.clear()
@@ -252,7 +284,7 @@ class StreamSession:
             self._pending = asyncio.ensure_future(
                 self._writer.execute(
                     WRITE,
-                    (orjson.dumps(batch.changes).decode(), pgoutput.lsn_text(lsn), written, complete),
+                    (batch.json(), pgoutput.lsn_text(lsn), written, complete),
                     prepare=True,
                 )
             )

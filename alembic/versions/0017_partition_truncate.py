@@ -17,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    run_sql_file("0019_partition_truncate.sql")
+    run_sql_file("0017_partition_truncate.sql")
 
 
 def downgrade() -> None:

@@ -30,7 +30,7 @@ FROM pg_attribute a
 WHERE a.attrelid = fluxbase_realtime.find_table(%s, %s) AND a.attnum > 0 AND NOT a.attisdropped
 """
 STATUS_INTERVAL = 5.0  # seconds between status updates to the server when nothing else prompts one
-# A TRUNCATE of one partition, written into the WAL by its trigger (sql/0019_partition_truncate.sql).
+# A TRUNCATE of one partition, written into the WAL by its trigger (sql/realtime_tables.sql).
 PARTITION_TRUNCATE = "fluxbase_realtime.partition_truncate"
 # Anyone may write a message with that prefix: only a realtime partitioned table's channel gets it.
 ROOT_STATUS = "SELECT fluxbase_realtime.table_status(%s, %s)"
@@ -43,7 +43,7 @@ Change = tuple[int, str, str | None, str | None]  # position in the batch, op, n
 
 class Batch:
     """Decoded changes not yet written, grouped by table: sent as one JSON text, [[schema, table,
-    [[position, op, new row, old row], ...]], ...] (sql/0019_partition_truncate.sql: log_decoded_batch)."""
+    [[position, op, new row, old row], ...]], ...] (sql/logical_capture.sql: log_decoded_batch)."""
 
     def __init__(self) -> None:
         self.tables: dict[tuple[str, str], list[Change]] = {}
@@ -97,7 +97,7 @@ class StreamSession:
         self._position = 0  # changes of that transaction seen so far
         self._skip = 0  # how many of its first changes were already written (before a restart)
         # What the transaction's last change truncated (tables, partitions): a partition's TRUNCATE right
-        # after one of its ancestor's is covered by it (sql/0019_partition_truncate.sql).
+        # after one of its ancestor's is covered by it (sql/realtime_tables.sql).
         self._truncated: set[tuple[str, str]] = set()
         self._last_commit: pgoutput.Begin | None = None  # the last whole transaction in the batch
         self._last_commit_count = 0

@@ -5,7 +5,7 @@
 -- are not, and a client holding the root's rows cannot tell which were which unless it knows the
 -- partitioning. So it is logged as a TRUNCATE on the root's channel whose record names the partition,
 -- {"schema": ..., "table": ...}; the frame carries it as `partition` (app/protocol/frames.py), and the
--- client libraries treat it as "reload this table" (README: protocol).
+-- client libraries treat it as "reload this table" (docs/protocol.md).
 --
 -- Neither capture mode sees it otherwise. The root's TRUNCATE trigger fires only when the root is named,
 -- statement triggers are not cloned onto partitions, and pgoutput with publish_via_partition_root sends

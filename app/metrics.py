@@ -6,7 +6,8 @@ scrapes and turns them into metric families. Each application has a registry of 
 in one process), holding this collector and the process collector (CPU, memory, open files).
 
 The bus between instances (app.services.cluster) is read the same way: its transport's connection and
-the counters the cluster keeps. Another source (a capture mode's slot lag) is one more block in `collect`.
+the counters the cluster keeps. In logical mode the slot's lag is read from what the slot monitor last saw
+(it checks every REALTIME_SLOT_CHECK_INTERVAL; a scrape never queries the database) and from the consumer.
 """
 
 from __future__ import annotations
@@ -183,6 +184,29 @@ class RealtimeCollector(Collector):
             max(0, listener.connects - 1),
         )  # fmt: skip
         yield from self._bus()
+        yield from self._slot()
+
+    def _slot(self) -> Iterator[Metric]:
+        """Logical mode only: a gauge appears once its value is known (absent, not 0, while unknown)."""
+        capture, monitor = self._services.capture, self._services.slot_monitor
+        if capture is None or monitor is None:
+            return
+        state = monitor.last
+        if state is not None and state.lag_bytes is not None:
+            yield _gauge(
+                "capture_slot_lag_bytes",
+                "WAL the replication slot holds that the consumer has not confirmed, as of the slot "
+                "monitor's latest check (every REALTIME_SLOT_CHECK_INTERVAL; any instance can tell).",
+                state.lag_bytes,
+            )
+        seconds = capture.lag_seconds
+        if seconds is not None:
+            yield _gauge(
+                "capture_slot_lag_seconds",
+                "Age of the oldest transaction the consumer received but has not confirmed (0 when none; "
+                "reported by the consuming instance only).",
+                seconds,
+            )
 
     def _bus(self) -> Iterator[Metric]:
         cluster = self._services.cluster

@@ -81,6 +81,8 @@ class BroadcastEncoder:
         if op == "UPDATE":
             return f'{head},"record":{record},"old_record":{old_record}}}}}'
         if op == "TRUNCATE":  # every row of the table is gone: no record
+            if record is not None:  # only the rows that were in this partition (sql/realtime_tables.sql)
+                return f'{head},"partition":{record}}}}}'
             return f"{head}}}}}"
         return f'{head},"old_record":{old_record}}}}}'
 

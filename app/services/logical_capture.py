@@ -2,7 +2,7 @@
 
 The consumer holds a session advisory lock on its own connection, and writes every batch on that same
 connection: if the process dies, the lock goes with its session, and another instance (retrying every
-`takeover_interval`) takes over. Each batch is one statement, `log_decoded_changes`, one transaction: the
+`takeover_interval`) takes over. Each batch is one statement, `log_decoded_batch`, one transaction: the
 changes (in commit order, `ord` = position in the batch), the progress row (the source transaction's
 commit LSN and how many of its changes are written) and one NOTIFY. Only once it is durable is the slot
 told it may release the WAL (the end of the last whole transaction written). Sent again after a crash, a

@@ -7,6 +7,7 @@ same transaction, the slot confirmed only once that transaction is durable.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -22,28 +23,55 @@ if TYPE_CHECKING:
     from app.services.logical_capture import LogicalCapture
 
 PROGRESS = "SELECT commit_lsn::text, written, complete FROM fluxbase_realtime.logical_progress"
-WRITE = "SELECT fluxbase_realtime.log_decoded_changes(%s::json, %s::pg_lsn, %s, %s)"
+WRITE = "SELECT fluxbase_realtime.log_decoded_batch(%s::jsonb, %s::pg_lsn, %s, %s)"
 COLUMNS = """
 SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
 FROM pg_attribute a
 WHERE a.attrelid = fluxbase_realtime.find_table(%s, %s) AND a.attnum > 0 AND NOT a.attisdropped
 """
 STATUS_INTERVAL = 5.0  # seconds between status updates to the server when nothing else prompts one
+# A TRUNCATE of one partition, written into the WAL by its trigger (sql/realtime_tables.sql).
+PARTITION_TRUNCATE = "fluxbase_realtime.partition_truncate"
+# Anyone may write a message with that prefix: only a realtime partitioned table's channel gets it.
+ROOT_STATUS = "SELECT fluxbase_realtime.table_status(%s, %s)"
+
+log = logging.getLogger(__name__)
+
+
+Change = tuple[int, str, str | None, str | None]  # position in the batch, op, new row, old row
 
 
 class Batch:
-    """Decoded changes not yet written: [schema, table, op, new row, old row] each, sent as one JSON text."""
+    """Decoded changes not yet written, grouped by table: sent as one JSON text, [[schema, table,
+    [[position, op, new row, old row], ...]], ...] (sql/logical_capture.sql: log_decoded_batch)."""
 
     def __init__(self) -> None:
-        self.changes: list[tuple[str, str, str, str | None, str | None]] = []
+        self.tables: dict[tuple[str, str], list[Change]] = {}
+        self.count = 0
         self.size = 0
 
     def add(self, relation: pgoutput.Relation, op: str, new: str | None, old: str | None) -> None:
-        self.changes.append((relation.schema, relation.name, op, new, old))
+        key = (relation.schema, relation.name)
+        changes = self.tables.get(key)
+        if changes is None:
+            changes = self.tables[key] = []
+        changes.append((self.count, op, new, old))
+        self.count += 1
         self.size += len(new or "") + len(old or "") + 64
 
+    def add_partition_truncate(self, root: tuple[str, str], partition: str) -> None:
+        """A TRUNCATE on the root's channel whose record is the partition it names (JSON text)."""
+        self.tables.setdefault(root, []).append((self.count, "TRUNCATE", partition, None))
+        self.count += 1
+        self.size += len(partition) + 64
+
+    def json(self) -> str:
+        return orjson.dumps(
+            [[schema, table, changes] for (schema, table), changes in self.tables.items()]
+        ).decode()
+
     def __len__(self) -> int:
-        return len(self.changes)
+        return self.count
 
 
 class StreamSession:
@@ -62,10 +90,15 @@ class StreamSession:
         self._writer = writer
         self._stream = stream
         self._relations: dict[int, tuple[pgoutput.Relation, tuple[int | None, ...]]] = {}
+        # By relation: positions for insert_literal (None: the table's columns are the stream's, in order).
+        self._insert_positions: dict[int, tuple[int | None, ...] | None] = {}
         self._batch = Batch()
         self._begin: pgoutput.Begin | None = None  # the transaction being read, between Begin and Commit
         self._position = 0  # changes of that transaction seen so far
         self._skip = 0  # how many of its first changes were already written (before a restart)
+        # What the transaction's last change truncated (tables, partitions): a partition's TRUNCATE right
+        # after one of its ancestor's is covered by it (sql/realtime_tables.sql).
+        self._truncated: set[tuple[str, str]] = set()
         self._last_commit: pgoutput.Begin | None = None  # the last whole transaction in the batch
         self._last_commit_count = 0
         self._received_end = 0  # end LSN of the last Commit read (its changes are written or in the batch)
@@ -126,7 +159,18 @@ class StreamSession:
                 if message.reply_requested:
                     self._status_due = 0
                 continue
-            await self._handle(pgoutput.parse_message(message.payload))
+            payload = message.payload
+            if payload[:1] == b"I" and self._begin is not None:  # nearly every message: the fast path
+                self._position += 1
+                if self._truncated:
+                    self._truncated.clear()
+                if self._skip == -1 or self._position <= self._skip:
+                    continue
+                oid = int.from_bytes(payload[1:5])
+                literal = pgoutput.insert_literal(payload, self._insert_positions[oid])[1]
+                self._batch.add(self._relations[oid][0], "INSERT", literal, None)
+            else:
+                await self._handle(pgoutput.parse_message(payload))
             if (
                 len(self._batch) >= self._capture._batch_size
                 or self._batch.size >= self._capture._batch_bytes
@@ -136,11 +180,14 @@ class StreamSession:
     async def _handle(self, message: pgoutput.Message) -> None:
         if isinstance(message, pgoutput.Insert | pgoutput.Update | pgoutput.Delete):  # nearly every message
             self._position += 1
+            if self._truncated:
+                self._truncated.clear()
             if self._skip == -1 or self._position <= self._skip:
                 return
             self._add(message)
         elif isinstance(message, pgoutput.Begin):
             self._begin, self._position = message, 0
+            self._truncated.clear()
             if self._capture.behind_since is None:
                 self._capture.behind_since = message.committed_at
             if message.final_lsn < self._written_lsn or (
@@ -157,13 +204,47 @@ class StreamSession:
             self._begin = None
             self._received_end = message.end_lsn
         elif isinstance(message, pgoutput.Relation):
-            self._relations[message.oid] = (message, await self._positions(message))
+            positions = await self._positions(message)
+            self._relations[message.oid] = (message, positions)
+            in_order = positions == tuple(range(len(message.columns)))
+            self._insert_positions[message.oid] = None if in_order else positions
         elif isinstance(message, pgoutput.Truncate):
             # One change per table it truncated, without a record, as the trigger mode logs it.
+            self._truncated.clear()
             for oid in message.relation_oids:
                 self._position += 1
-                if self._skip != -1 and self._position > self._skip and oid in self._relations:
-                    self._batch.add(self._relations[oid][0], "TRUNCATE", None, None)
+                if oid in self._relations:
+                    relation = self._relations[oid][0]
+                    self._truncated.add((relation.schema, relation.name))
+                    if self._skip != -1 and self._position > self._skip:
+                        self._batch.add(relation, "TRUNCATE", None, None)
+        elif isinstance(message, pgoutput.LogicalMessage):
+            if message.transactional and message.prefix == PARTITION_TRUNCATE and self._begin is not None:
+                await self._partition_truncated(message.content)
+
+    async def _partition_truncated(self, content: bytes) -> None:
+        try:
+            body = orjson.loads(content)
+            root = (str(body["root"][0]), str(body["root"][1]))
+            partition = (str(body["partition"]["schema"]), str(body["partition"]["table"]))
+            ancestors = {(str(a[0]), str(a[1])) for a in body["ancestors"]}
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+            log.warning("logical_message_invalid prefix=%s: ignored", PARTITION_TRUNCATE)
+            return
+        covered = not self._truncated.isdisjoint(ancestors | {root})
+        self._truncated.add(partition)
+        if covered:
+            return
+        # Counted whether or not it is logged: positions must be the same when sent again after a restart.
+        self._position += 1
+        if self._skip == -1 or self._position <= self._skip:
+            return
+        row = await (await self._writer.execute(ROOT_STATUS, root)).fetchone()
+        if row is None or row[0] != "enabled":
+            log.warning("logical_message_ignored prefix=%s: not a realtime table", PARTITION_TRUNCATE)
+            return
+        text = orjson.dumps({"schema": partition[0], "table": partition[1]}).decode()
+        self._batch.add_partition_truncate(root, text)
 
     def _add(self, message: pgoutput.Insert | pgoutput.Update | pgoutput.Delete) -> None:
         relation, positions = self._relations[message.relation_oid]
@@ -203,7 +284,7 @@ class StreamSession:
             self._pending = asyncio.ensure_future(
                 self._writer.execute(
                     WRITE,
-                    (orjson.dumps(batch.changes).decode(), pgoutput.lsn_text(lsn), written, complete),
+                    (batch.json(), pgoutput.lsn_text(lsn), written, complete),
                     prepare=True,
                 )
             )

@@ -62,7 +62,8 @@ class ReplicationStream:
 
     async def _start(self, slot: str, publication: str) -> None:
         # 0/0: from the slot's confirmed position. Protocol 1: whole transactions, sent after they commit.
-        options = f"proto_version '1', publication_names '{publication}'"
+        # Messages: a TRUNCATE of one partition travels as one (sql/realtime_tables.sql).
+        options = f"proto_version '1', publication_names '{publication}', messages 'true'"
         command = f"START_REPLICATION SLOT {slot} LOGICAL 0/0 ({options})"
         self._pgconn.send_query(command.encode())
         await self._flush()

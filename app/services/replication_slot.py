@@ -169,12 +169,13 @@ class SlotMonitor:
         self._slot = slot
         self._warning_bytes = warning_bytes
         self._interval = interval
-        self.last = SlotState(False)
+        self.last: SlotState | None = None  # the latest check's answer (None: not checked yet)
 
     async def check(self) -> SlotState:
         async with self._pool.connection() as conn:
-            self.last = await slot_state(conn, self._slot)
-        return self.last
+            state = await slot_state(conn, self._slot)
+        self.last = state
+        return state
 
     async def run(self) -> None:
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 import psycopg
 import pytest
 from psycopg import sql
@@ -98,3 +99,54 @@ async def test_stats_report_the_slot(server: ServerThread, database_url: str) ->
     assert stats["capture"] == "logical" and stats["slot_status"] in ("reserved", "extended")
     assert isinstance(stats["slot_lag_bytes"], int) and stats["consumer"] is True
     assert slot_for(database_url).startswith("slot_")
+
+
+async def test_a_forged_partition_truncate_message_is_not_logged(
+    server: ServerThread, db: psycopg.AsyncConnection, table: str
+) -> None:
+    """Any session may write a logical decoding message with the trigger's prefix: the consumer logs one
+    only for a realtime partitioned table, and skips one it cannot read."""
+    plain = await _new_table(db, "id int")
+    await db.execute("SELECT disable_realtime('public', %s)", (plain,))
+    prefix = "fluxbase_realtime.partition_truncate"
+    forged = '{"root": ["public", "%s"], "partition": {"schema": "public", "table": "x"}, "ancestors": []}'
+    async with realtime_client(server.ws_url) as client:
+        await client.subscribe(f"table:public.{table}")
+        async with db.transaction():
+            await db.execute("SELECT pg_logical_emit_message(true, %s, %s)", (prefix, forged % plain))
+            await db.execute("SELECT pg_logical_emit_message(true, %s, 'not json')", (prefix,))
+            await db.execute(
+                sql.SQL("INSERT INTO {} (name) VALUES ('sentinel')").format(sql.Identifier(table))
+            )
+        (sentinel,) = await client.broadcasts(1)
+    assert sentinel["payload"]["record"]["name"] == "sentinel"
+    assert await (
+        await db.execute("SELECT count(*) FROM fluxbase_realtime.change_log WHERE table_name = %s", (plain,))
+    ).fetchone() == (0,)
+
+
+async def test_the_batch_writer_logs_rows_that_no_longer_fit_their_table_as_text(
+    db: psycopg.AsyncConnection, table: str
+) -> None:
+    """As when a column's type changed under the stream: that table's rows go in as the literal's text
+    (with a WARNING) rather than stopping capture; another table's rows in the same batch are cast."""
+    other = await _new_table(db, "id int, n int")
+    batch = orjson.dumps(
+        [
+            ["public", table, [[0, "INSERT", '("not a number",,,)', None]]],
+            ["public", other, [[1, "UPDATE", '("1","2")', '("1","1")'], [2, "DELETE", None, '("1","2")']]],
+        ]
+    ).decode()
+    async with db.transaction(force_rollback=True):
+        await db.execute("SELECT fluxbase_realtime.log_decoded_batch(%s::jsonb, '0/0', 0, true)", (batch,))
+        logged = await (
+            await db.execute(
+                "SELECT ord, table_name, op, record, old_record FROM fluxbase_realtime.change_log"
+                " WHERE txid = pg_current_xact_id() ORDER BY ord"
+            )
+        ).fetchall()
+    assert logged == [
+        (0, table, "INSERT", '("not a number",,,)', None),
+        (1, other, "UPDATE", {"id": 1, "n": 2}, {"id": 1, "n": 1}),
+        (2, other, "DELETE", None, {"id": 1, "n": 2}),
+    ]

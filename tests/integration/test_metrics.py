@@ -125,3 +125,38 @@ async def test_metrics_count_broadcast_channels_and_the_bus(database_url: str) -
     assert delta("messages_sent_total", type="broadcast") == 1
     assert delta("deliveries_total") == 1
     assert value(after, P + "bus_up", bus="postgres") == 1
+
+
+@pytest.mark.parametrize("capture_mode", ["trigger", "logical"], indirect=True)
+async def test_slot_lag_gauges_in_logical_mode_only(
+    capture_mode: str, server: ServerThread, database_url: str, db: psycopg.AsyncConnection, table: str
+) -> None:
+    lag_bytes, lag_seconds = (P + "capture_slot_lag_bytes", ()), (P + "capture_slot_lag_seconds", ())
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        async with realtime_client(server.ws_url) as client:
+            await client.subscribe(f"table:public.{table}")
+            await db.execute(
+                sql.SQL("INSERT INTO {} (name) VALUES ('a'), ('b')").format(sql.Identifier(table))
+            )
+            delivered = (await client.broadcasts(2))[-1]["id"]
+        if capture_mode == "trigger":
+            samples = await scrape(http)
+            # The sentinel: this scrape is after the delivery, and still has no slot gauges.
+            assert value(samples, P + "feed_last_delivered_id") == delivered
+            assert not {name for name, _ in samples if name.startswith(P + "capture_slot_")}
+            return
+        # The shared server consumes (the consumer of an earlier test's server may just have let go).
+        async with asyncio.timeout(RECEIVE_TIMEOUT):
+            while not (await http.get("/api/realtime/stats")).json()["consumer"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        samples = await scrape(http)
+    assert samples[lag_bytes] >= 0 and samples[lag_seconds] >= 0
+    # Another instance: the slot's bytes (any instance can tell), as of its monitor's latest check (at
+    # start, then not for an hour, and the stats' own), not the seconds (only the consumer knows them).
+    with ServerThread(make_settings(database_url, realtime_slot_check_interval=3600.0)) as other:
+        async with httpx.AsyncClient(base_url=other.http_url) as http:
+            stats = (await http.get("/api/realtime/stats")).json()
+            samples = await scrape(http)
+    assert stats["consumer"] is False
+    assert samples[lag_bytes] == stats["slot_lag_bytes"] >= 0
+    assert lag_seconds not in samples and (P + "feed_last_delivered_id", ()) in samples

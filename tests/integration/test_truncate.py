@@ -125,3 +125,81 @@ async def test_an_inheritance_parent_and_its_children_each_report_their_own_trun
             await db.execute(sql.SQL("INSERT INTO {} VALUES (1, 'sentinel')").format(table))
         got = [[m["payload"]["type"] for m in await client.broadcasts(2)] for client in (to_parent, to_child)]
     assert got == [["TRUNCATE", "INSERT"], ["TRUNCATE", "INSERT"]]
+
+
+def _is_sentinel(message: dict) -> bool:  # type: ignore[type-arg]
+    return (message["payload"].get("record") or {}).get("v") == "sentinel"
+
+
+@BOTH_MODES
+async def test_a_truncate_naming_one_partition_reaches_the_roots_channel_naming_it(
+    server: ServerThread,
+    db: psycopg.AsyncConnection,
+    tree: tuple[str, str, str],  # noqa: F811
+) -> None:
+    """Its rows are gone, the other partitions' are not: the event says which partition, once, also when
+    a sub-partitioned partition is truncated (its own partitions' triggers fire too) or the root is."""
+    root, low, deep = tree
+    mid = f"{root}_mid"
+    r = sql.Identifier(root)
+    async with realtime_client(server.ws_url) as client:
+        await client.subscribe(f"table:public.{root}")
+        await db.execute(sql.SQL("INSERT INTO {} (id, v) VALUES (1, 'low'), (150, 'deep')").format(r))
+        await db.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(low)))
+        await db.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(mid)))  # deep's trigger fires too
+        async with db.transaction():  # a change, then its partition's TRUNCATE, in one transaction
+            await db.execute(sql.SQL("INSERT INTO {} (id, v) VALUES (2, 'again')").format(r))
+            await db.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(low)))
+        await db.execute(sql.SQL("TRUNCATE {}").format(r))  # every partition's trigger fires too
+        await db.execute(sql.SQL("INSERT INTO {} (id, v) VALUES (3, 'sentinel')").format(r))
+        received = await client.until_broadcast(_is_sentinel)
+    summary = [(m["payload"]["type"], m["payload"]["table"], m["payload"].get("partition")) for m in received]
+    assert summary == [
+        ("INSERT", root, None),
+        ("INSERT", root, None),
+        ("TRUNCATE", root, {"schema": "public", "table": low}),
+        ("TRUNCATE", root, {"schema": "public", "table": mid}),
+        ("INSERT", root, None),
+        ("TRUNCATE", root, {"schema": "public", "table": low}),
+        ("TRUNCATE", root, None),
+        ("INSERT", root, None),
+    ]
+    assert [m["id"] for m in received] == list(range(received[0]["id"], received[0]["id"] + 8))
+    async with realtime_client(server.ws_url) as client:
+        await client.subscribe(f"table:public.{root}", since=received[1]["id"])
+        replayed = await client.broadcasts(6)
+    assert replayed == received[2:]
+    assert deep  # its TRUNCATE is covered by mid's and root's
+
+
+@BOTH_MODES
+async def test_a_partition_created_after_enable_realtime_reports_its_truncate_once_enabled_again(
+    server: ServerThread,
+    db: psycopg.AsyncConnection,
+    tree: tuple[str, str, str],  # noqa: F811
+) -> None:
+    root = tree[0]
+    late = f"{root}_late"
+    r, la = sql.Identifier(root), sql.Identifier(late)
+    await db.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM (200) TO (300)").format(la, r))
+    await db.execute("SELECT enable_realtime('public', %s)", (root,))
+    async with realtime_client(server.ws_url) as client:
+        await client.subscribe(f"table:public.{root}")
+        await db.execute(sql.SQL("INSERT INTO {} (id, v) VALUES (250, 'late')").format(r))
+        await db.execute(sql.SQL("TRUNCATE {}").format(la))
+        await db.execute(sql.SQL("INSERT INTO {} (id, v) VALUES (3, 'sentinel')").format(r))
+        received = await client.until_broadcast(_is_sentinel)
+    assert [(m["payload"]["type"], m["payload"].get("partition")) for m in received] == [
+        ("INSERT", None),
+        ("TRUNCATE", {"schema": "public", "table": late}),
+        ("INSERT", None),
+    ]
+    # disable_realtime takes the partitions' triggers away with the rest.
+    await db.execute("SELECT disable_realtime('public', %s)", (root,))
+    assert await (
+        await db.execute(
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'fluxbase_realtime_partition_truncate'"
+            " AND tgrelid IN (SELECT relid FROM pg_partition_tree(%s::regclass))",
+            (root,),
+        )
+    ).fetchone() == (0,)

@@ -18,6 +18,7 @@ from app.services.pgoutput import (
     Ignored,
     Insert,
     Keepalive,
+    LogicalMessage,
     ProtocolError,
     Relation,
     Truncate,
@@ -83,6 +84,11 @@ def test_updates_deletes_and_truncates() -> None:
     )
     assert pgoutput.parse_message(b"T" + struct.pack("!IBII", 2, 3, 7, 8)) == Truncate(True, True, (7, 8))
     assert pgoutput.parse_message(b"O" + b"\x00" * 8 + b"origin\x00") == Ignored("O")
+    # pg_logical_emit_message(true, 'p', '{}'): flags, LSN, prefix, then the content's length and bytes.
+    message = b"M\x01" + struct.pack("!Q", 0x16B374D848) + b"p\x00" + struct.pack("!i", 2) + b"{}"
+    assert pgoutput.parse_message(message) == LogicalMessage(True, 0x16B374D848, "p", b"{}")
+    with pytest.raises(ProtocolError):
+        pgoutput.parse_message(message[:-1])
 
 
 @pytest.mark.parametrize(
@@ -144,3 +150,26 @@ def test_row_literals_quote_and_reorder() -> None:
     assert pgoutput.row_literal(('a"b', None, "c\\d", ""), (0, 1, 2, 3)) == '("a\\"b",,"c\\\\d","")'
     # The table's order is (v, id, generated): taken by name from the stream's (id, v).
     assert pgoutput.row_literal(("1", "x"), (1, 0, None)) == '("x","1",)'
+
+
+@given(
+    st.lists(st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_categories=["Cs"]))), max_size=6),
+    st.data(),
+)
+def test_insert_literal_is_parse_message_then_row_literal(
+    values: list[str | None], data: st.DataObject
+) -> None:
+    message = b"I" + struct.pack("!I", 4242) + b"N" + _tuple(tuple(values))
+    columns = len(values)
+    positions = data.draw(
+        st.lists(st.one_of(st.none(), st.integers(0, columns + 1)), max_size=columns + 2).map(tuple)
+    )
+    parsed = pgoutput.parse_message(message)
+    assert isinstance(parsed, Insert)
+    assert pgoutput.insert_literal(message, positions) == (4242, pgoutput.row_literal(parsed.new, positions))
+    in_order = tuple(range(columns))
+    assert pgoutput.insert_literal(message, None) == (4242, pgoutput.row_literal(parsed.new, in_order))
+    for broken in (message[:-1], message + b"x", b"U" + message[1:]):
+        if broken != message:
+            with pytest.raises(ProtocolError):
+                pgoutput.insert_literal(broken, None)

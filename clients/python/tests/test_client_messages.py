@@ -60,6 +60,20 @@ def test_insert_update_delete_from_the_servers_encoder() -> None:
     assert delete == Change(2**62, "DELETE", "public", "orders", None, {"id": 1}, channel)
 
 
+def test_a_truncate_and_a_truncated_partition_from_the_servers_encoder() -> None:
+    channel = "table:public.orders"
+    whole = parse_server_message(ENCODER.encode(7, "TRUNCATE", None, None))
+    one = parse_server_message(
+        ENCODER.encode(8, "TRUNCATE", '{"schema":"public","table":"orders_2026"}', None)
+    )
+    assert whole == Change(7, "TRUNCATE", "public", "orders", None, None, channel)
+    assert one == Change(
+        8, "TRUNCATE", "public", "orders", None, None, channel, partition=("public", "orders_2026")
+    )
+    with pytest.raises(MalformedMessage):
+        parse_server_message(ENCODER.encode(9, "TRUNCATE", '"orders_2026"', None))
+
+
 def test_a_change_of_a_subscription_carries_its_id() -> None:
     frame = json.loads(ENCODER.encode(7, "INSERT", "{}", None)) | {"subscription": "list"}
     change = parse_server_message(json.dumps(frame))

@@ -53,6 +53,9 @@ export class Rows<Row> {
         return this.rows.delete(this.keyOf(change.old_record as Row));
       }
       case "TRUNCATE": {
+        // One partition's rows are gone, and which rows those were is unknown here: the channel's
+        // `reset` that follows loads the table again (without load(), the rows are kept).
+        if (change.partition) return false;
         const had = this.rows.size > 0;
         this.rows.clear();
         return had;

@@ -41,7 +41,8 @@ export class Channel<Row = Record<string, unknown>> implements SubscriptionView 
   on(event: "presence", kind: "sync", handler: PresenceSyncHandler): this;
   /** Presences joining, updating their state, or leaving. */
   on(event: "presence", kind: PresenceEvent, handler: PresenceChangeHandler): this;
-  /** subscribed, resumed (after a reconnect, nothing missed), reset (reload: changes were missed),
+  /** subscribed, resumed (after a reconnect, nothing missed), reset (reload: changes were missed, or a
+   * TRUNCATE emptied one partition of the table: detail `{ reason: "partition_truncated", partition }`),
    * error (a refusal or a failure the client retries), closed (the server ended the subscription). */
   on(event: "status", handler: StatusHandler): this;
   on(event: string, a: unknown, b?: unknown): this {

@@ -19,6 +19,9 @@ export interface Change<Row = Record<string, unknown>> {
   record?: Row;
   /** The old row (UPDATE, DELETE); only the primary key where row-level security hides the rest. */
   old_record?: Partial<Row>;
+  /** TRUNCATE of one partition of this partitioned table: only the rows stored in it are gone. The
+   * channel's status then goes to `reset` (reload), since rows do not say which partition held them. */
+  partition?: { schema: string; table: string };
 }
 
 /** A message on a broadcast channel: from a client (no id) or from the database/HTTP (with an id). */

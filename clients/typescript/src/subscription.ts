@@ -186,11 +186,13 @@ export class Subscription {
     if (this.state !== "subscribed") return;
     const id = frameId(frame.id, text);
     if (id !== null && !isAfter(id, this.lastId)) return; // delivered already (a replay overlapping)
+    let truncatedPartition: unknown = undefined;
     try {
       if (this.isTable) {
         const payload = (frame.payload ?? {}) as Omit<Change, "id" | "channel">;
         const change: Change<unknown> = { ...payload, id: id ?? "", channel: this.channel };
         if (frame.subscription !== undefined) change.subscription = frame.subscription;
+        if (change.type === "TRUNCATE" && change.partition) truncatedPartition = change.partition;
         for (const view of this.views) view._deliverChange(change);
       } else {
         const message: BroadcastMessage = {
@@ -203,6 +205,11 @@ export class Subscription {
       }
     } finally {
       if (id !== null) this.lastId = id;
+    }
+    // One partition's rows are gone, and rows do not say which partition held them: the application
+    // reloads (after the TRUNCATE, before the changes that follow it). The position stays.
+    if (truncatedPartition !== undefined) {
+      this.emit("reset", { reason: "partition_truncated", partition: truncatedPartition });
     }
   }
 

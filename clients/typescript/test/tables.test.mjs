@@ -162,6 +162,33 @@ test("a handler that throws does not stop the others; the error is reported", as
   assert.equal(channel.lastId, got[0].id);
 });
 
+test("a TRUNCATE of one partition names it, then resets the channel (reload); a whole TRUNCATE does not", async (t) => {
+  const root = `p_${Math.random().toString(36).slice(2, 10)}`;
+  await db.query(`CREATE TABLE "${root}" (id int, v text) PARTITION BY RANGE (id)`);
+  await db.query(`CREATE TABLE "${root}_a" PARTITION OF "${root}" FOR VALUES FROM (0) TO (100)`);
+  await db.query(`CREATE TABLE "${root}_b" PARTITION OF "${root}" FOR VALUES FROM (100) TO (200)`);
+  await db.query("SELECT enable_realtime('public', $1)", [root]);
+  const realtime = client();
+  t.after(() => realtime.disconnect());
+  const events = [];
+  const channel = realtime
+    .channel(`table:public.${root}`)
+    .on("*", (c) => events.push([c.type, c.partition ?? null]))
+    .on("status", (s, detail) => s === "reset" && events.push(["reset", detail]));
+  await channel.subscribe();
+  await db.query(`TRUNCATE "${root}_a"`);
+  await db.query(`TRUNCATE "${root}"`);
+  await db.query(`INSERT INTO "${root}" VALUES (150, 'after')`);
+  await waitFor(() => events.length === 4, "four events");
+  const partition = { schema: "public", table: `${root}_a` };
+  assert.deepEqual(events, [
+    ["TRUNCATE", partition],
+    ["reset", { reason: "partition_truncated", partition }],
+    ["TRUNCATE", null],
+    ["INSERT", null],
+  ]);
+});
+
 test("the client needs a WebSocket implementation where there is no global one", () => {
   if (globalThis.WebSocket) return; // Node >= 22 has one
   assert.throws(() => new RealtimeClient(server.url), /pass one as \{ WebSocket \}/);

@@ -58,6 +58,8 @@ class Change:
 
     `id` is the change's position in the server's change log: resume after it with `since=id`.
     `record` is the new row (INSERT, UPDATE), `old_record` the previous one (UPDATE, DELETE).
+    `partition` (schema, table): a TRUNCATE that named one partition of this partitioned table emptied
+    only that partition's rows (the stream then yields a Reset: reload the table).
     """
 
     id: int
@@ -68,6 +70,7 @@ class Change:
     old_record: Record | None = field(default=None, repr=False)
     channel: str = ""
     subscription: str | None = None
+    partition: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +192,17 @@ def _change(message: dict[str, Any], channel: str) -> Change:
         old_record=_optional_record(payload, "old_record"),
         channel=channel,
         subscription=_optional_str(message, "subscription"),
+        partition=_partition(payload),
     )
+
+
+def _partition(payload: dict[str, Any]) -> tuple[str, str] | None:
+    value = payload.get("partition")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise MalformedMessage("'partition' must be an object")
+    return (_str(value, "schema"), _str(value, "table"))
 
 
 def _presences(message: dict[str, Any], key: str) -> Presences:

@@ -39,8 +39,9 @@ StreamKey = tuple[str, str | None]
 
 @dataclass(frozen=True, slots=True)
 class Reset:
-    """The server could not replay everything since the resume point (`replay_gap`): reload the data,
-    then apply the changes that follow."""
+    """Reload the data, then apply the changes that follow: the server could not replay everything since
+    the resume point (`replay_gap`), or a TRUNCATE emptied one partition of the table (the Change before
+    this says which; rows cannot tell which partition held them)."""
 
     channel: str
     subscription: str | None
@@ -149,6 +150,11 @@ class ChangeStream(Stream[Change | Reset]):
     async def on_change(self, change: Change) -> None:
         if self.point.accept(change.id):
             await self.buffer.put(change)
+            if change.type == "TRUNCATE" and change.partition is not None:
+                schema, table = change.partition
+                await self.buffer.put(
+                    Reset(self.channel, self.subscription, f"partition {schema}.{table} was truncated")
+                )
 
     async def on_gap(self, error: Error) -> None:
         await self.buffer.put(self._reset(error))

@@ -514,11 +514,13 @@ var Subscription = class {
     if (this.state !== "subscribed") return;
     const id = frameId(frame.id, text);
     if (id !== null && !isAfter(id, this.lastId)) return;
+    let truncatedPartition = void 0;
     try {
       if (this.isTable) {
         const payload = frame.payload ?? {};
         const change = { ...payload, id: id ?? "", channel: this.channel };
         if (frame.subscription !== void 0) change.subscription = frame.subscription;
+        if (change.type === "TRUNCATE" && change.partition) truncatedPartition = change.partition;
         for (const view of this.views) view._deliverChange(change);
       } else {
         const message = {
@@ -531,6 +533,9 @@ var Subscription = class {
       }
     } finally {
       if (id !== null) this.lastId = id;
+    }
+    if (truncatedPartition !== void 0) {
+      this.emit("reset", { reason: "partition_truncated", partition: truncatedPartition });
     }
   }
   error(frame) {

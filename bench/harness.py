@@ -143,15 +143,20 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(
-    database_url: str, log_path: Path, extra_env: Mapping[str, str] | None = None, mode: str = "trigger"
+    database_url: str,
+    log_path: Path,
+    extra_env: Mapping[str, str] | None = None,
+    mode: str = "trigger",
+    port: int | None = None,
 ) -> Iterator[Server]:
     """`python -m app serve` on a free loopback port, ready on entry; SIGTERM (then SIGKILL) on exit.
     `extra_env`: settings on top of SERVER_ENV (a scenario's raised limits, its bus). Several may run on
-    one database at once: they are instances of one service.
+    one database at once: they are instances of one service. `port`: this one (a restart on the port of
+    a server just killed), instead of a free one.
 
     Its open-file limit is raised to the hard limit first: every connection is a file descriptor.
     """
-    port = _free_port()
+    port = port or _free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench import plots_scale
 from bench.stats import CDF_PROBABILITIES
 
 TARGET_DELIVERIES = 120_000
@@ -16,7 +17,8 @@ MIN_MS = 0.3  # the left edge of latency axes
 
 
 def draw(document: dict[str, Any], directory: Path, prefix: str) -> list[Path]:
-    """`<prefix>latency-cdf.png` and `<prefix>fanout.png` in `directory`; returns the paths written."""
+    """`<prefix>latency-cdf.png`, `<prefix>fanout.png` and the scale plots (bench/plots_scale.py) in
+    `directory`; returns the paths written."""
     try:
         import matplotlib
 
@@ -40,7 +42,7 @@ def draw(document: dict[str, Any], directory: Path, prefix: str) -> list[Path]:
     fanout = document["results"].get("fanout", {})
     if fanout.get("summary"):
         paths.append(_fanout(fanout, directory / f"{prefix}fanout.png", subtitle))
-    return paths
+    return paths + plots_scale.draw(document, directory, prefix, subtitle)
 
 
 def _latency_cdf(cdfs: dict[str, list[float]], path: Path, subtitle: str) -> Path:

@@ -10,6 +10,7 @@ latter, a dead worker or a timeout into an exception.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import queue
 import resource
@@ -17,22 +18,49 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from multiprocessing.queues import Queue
+from pathlib import Path
 from typing import Any
 
 Command = tuple[str, tuple[Any, ...]]
 POLL = 0.2
+# Open files a benchmark process should be able to have: 100,000 connections and the storm's spares.
+FD_WANTED = 1 << 20
 
 
 def raise_fd_limit() -> int:
     """Raise this process's open-file limit to its hard limit (children inherit it); returns the limit.
 
-    Every connection is a file descriptor, and the usual soft limit of 1024 is far below 10,000.
+    Every connection is a file descriptor, and the usual soft limit of 1024 is far below 10,000. A hard
+    limit below FD_WANTED is raised too when the process may (root, CAP_SYS_RESOURCE), up to the kernel's
+    fs.nr_open; otherwise it stays, and `fd_limit_note` says so.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < FD_WANTED:
+        ceiling = min(FD_WANTED, _nr_open())
+        with contextlib.suppress(ValueError, OSError):  # not permitted: keep the hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, max(hard, ceiling)))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = 1 << 20 if hard == resource.RLIM_INFINITY else hard  # Linux refuses an infinite soft limit
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def fd_limit_note(connections: int) -> str | None:
+    """Why this process cannot hold `connections` sockets (and a few hundred more), or None."""
+    limit = raise_fd_limit()
+    if limit >= connections + 1_000:
+        return None
+    return (
+        f"open-file limit {limit} < {connections + 1_000}: run as root (the benchmark raises the hard limit "
+        "itself then) or raise it (ulimit -Hn, /etc/security/limits.conf)"
+    )
+
+
+def _nr_open() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    return 1 << 20
 
 
 def serve(

@@ -1,4 +1,5 @@
-"""The benchmark's scenarios (issue 5; broadcast and presence: issue 9), in the order they run."""
+"""The benchmark's scenarios (issue 5; broadcast and presence: issue 9; idle100k and storm: issue 14),
+in the order they run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from bench.scenarios import (
     connections,
     fanout,
     filters,
+    idle100k,
     ingest,
     instances,
     latency,
@@ -16,6 +18,7 @@ from bench.scenarios import (
     pgbench,
     presence,
     rls,
+    storm,
 )
 from bench.scenarios.base import Scenario
 
@@ -33,5 +36,7 @@ ALL: tuple[Scenario, ...] = (
     presence.SCENARIO,
     filters.SCENARIO,
     instances.SCENARIO,
+    idle100k.SCENARIO,
+    storm.SCENARIO,
 )
 BY_NAME = {scenario.name: scenario for scenario in ALL}

@@ -1,0 +1,263 @@
+"""A subscriber that holds one table channel for ever: it reconnects after any loss and resumes with `since`.
+
+Built to be held 25,000 at a time in one client process: a connection's whole state is one object
+with slots (a few hundred bytes), no task while it is connected and idle, and what it received kept as
+a summary that proves exactly-once delivery against the log without keeping the ids: a single writer
+commits row ids in increasing order, so a client that saw only increasing ids (`disorder` 0), `count` of
+them, from `first_row` to `last_row`, received exactly the log's rows in that range when the log holds
+`count` rows there (and `row_sum` cross-checks it). Reconnects use full-jitter exponential backoff
+(AWS's "exponential backoff and jitter"; the SDK does the same) after a refusal, a failure or a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import random
+import re
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import cast
+
+import orjson
+
+from bench.sources import bound_socket
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_CHANGE_ID = re.compile(rb'"id":(\d+)')  # a broadcast's change id: its first "id" (before the payload)
+_ROW_ID = re.compile(rb'"record":\{"id": (\d+)')  # jsonb renders `id` first in a table's record
+_SINCE = re.compile(rb'"since":"(\d+)"')
+_TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
+
+
+@dataclass
+class Fleet:
+    """What one client process's resuming clients share: where to connect, how to back off, and counts."""
+
+    host: str
+    port: int
+    channel: str
+    sources: list[str]
+    backoff_base: float = 0.2  # seconds: the first retry waits up to this
+    backoff_cap: float = 10.0
+    attempt_timeout: float = 10.0  # from connect() to the subscribe's ack
+    attempts: int = 0
+    failures: int = 0  # connect refused or failed, closed or timed out before the ack
+    refusals: int = 0  # an HTTP answer other than 101, or an error frame answering the subscribe
+    errors: list[str] = field(default_factory=list)  # the first few, for the report
+    pending: int = 0  # attempts under way
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever `pending` drops
+
+    def note_error(self, text: str) -> None:
+        if len(self.errors) < 5:
+            self.errors.append(text[:300])
+
+
+class ResumingClient(asyncio.Protocol):
+    """One client; also the protocol of each of its successive connections."""
+
+    __slots__ = (
+        "fleet", "index", "transport", "live", "upgraded", "key", "buffer", "since", "tries",
+        "count", "first_row", "last_row", "row_sum", "disorder", "last_received_at", "live_at",
+        "lost_at", "reconnects", "generation", "stopped",
+    )  # fmt: skip
+
+    def __init__(self, fleet: Fleet, index: int) -> None:
+        self.fleet, self.index = fleet, index
+        self.transport: asyncio.Transport | None = None
+        self.live = self.upgraded = False
+        self.key = b""
+        self.buffer = b""
+        self.since: int | None = None  # the change id to resume after: the last received, or the ack's
+        self.tries = 0  # consecutive failed attempts (the backoff's exponent)
+        self.count = self.first_row = self.last_row = self.row_sum = self.disorder = 0
+        self.last_received_at = self.live_at = self.lost_at = 0.0
+        self.reconnects = self.generation = 0
+        self.stopped = False
+
+    # Connecting
+
+    def start(self) -> None:
+        """One attempt, now (its outcome schedules the next, if any)."""
+        if self.stopped:
+            return
+        self.fleet.attempts += 1
+        self.fleet.pending += 1
+        self.generation += 1
+        asyncio.get_running_loop().create_task(self._attempt())
+
+    async def _attempt(self) -> None:
+        fleet = self.fleet
+        loop = asyncio.get_running_loop()
+        try:
+            sock = bound_socket(fleet.sources[self.index % len(fleet.sources)])
+        except OSError as error:
+            self._failed(f"bind: {error}")
+            return
+        try:
+            async with asyncio.timeout(fleet.attempt_timeout):
+                await loop.sock_connect(sock, (fleet.host, fleet.port))
+            await loop.create_connection(lambda: self, sock=sock)
+        except (OSError, TimeoutError) as error:
+            sock.close()
+            self._failed(f"connect: {error!r}")
+            return
+        # Connected: the ack must come within the rest of the attempt's time, or the attempt is dropped.
+        loop.call_later(fleet.attempt_timeout, self._expire, self.generation)
+
+    def _expire(self, generation: int) -> None:
+        if generation == self.generation and not self.live and self.transport is not None:
+            self.transport.abort()  # connection_lost schedules the retry
+
+    def _failed(self, why: str) -> None:
+        """An attempt that made no connection: retry after a backoff."""
+        self.fleet.failures += 1
+        self.fleet.note_error(why)
+        self._settled()
+        self._retry()
+
+    def _settled(self) -> None:
+        self.fleet.pending -= 1
+        self.fleet.changed.set()
+
+    def _retry(self) -> None:
+        self.tries += 1
+        ceiling = min(self.fleet.backoff_cap, self.fleet.backoff_base * 2 ** min(self.tries - 1, 16))
+        asyncio.get_running_loop().call_later(random.uniform(0, ceiling), self.start)
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.upgraded = self.live = False
+        self.buffer = b""
+        self.key = base64.b64encode(os.urandom(16))
+        self.transport.write(
+            b"GET /realtime HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            % (self.fleet.host.encode(), self.fleet.port, self.key)
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.live:
+            self.live = False
+            self.lost_at = time.time()
+            self.tries = 0
+            self.reconnects += 1
+            self.start()  # the first try of a lost connection is at once: jitter comes with its failures
+        elif not self.stopped:
+            self.fleet.failures += 1
+            self._settled()
+            self._retry()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            if not self._upgrade(buffer[:end]):
+                return
+            buffer = buffer[end + 4 :]
+        self.buffer = buffer[self._frames(buffer) :]
+
+    # Internals
+
+    def _upgrade(self, head: bytes) -> bool:
+        lines = head.split(b"\r\n")
+        accept = base64.b64encode(hashlib.sha1(self.key + _GUID).digest())  # noqa: S324 - RFC 6455
+        if not lines[0].startswith(b"HTTP/1.1 101") or accept not in head:
+            self._refused(f"upgrade refused: {lines[0][:100]!r}")
+            return False
+        self.upgraded = True
+        message: dict[str, object] = {"type": "subscribe", "channel": self.fleet.channel}
+        if self.since is not None:
+            message["since"] = str(self.since)
+        self._send(_TEXT, orjson.dumps(message))
+        return True
+
+    def _refused(self, why: str) -> None:
+        self.fleet.refusals += 1
+        self.fleet.note_error(why)
+        if self.transport is not None:
+            self.transport.abort()  # connection_lost counts the failure and retries
+
+    def _frames(self, buffer: bytes) -> int:
+        position, size = 0, len(buffer)
+        while size - position >= 2:
+            first, length = buffer[position], buffer[position + 1] & 0x7F
+            start = position + 2
+            if length >= 126:
+                width = 2 if length == 126 else 8
+                if size - position < 2 + width:
+                    break
+                length = int.from_bytes(buffer[start : start + width], "big")
+                start += width
+            end = start + length
+            if end > size:
+                break
+            opcode = first & 0x0F
+            if opcode == _TEXT:
+                self._text(buffer[start:end])
+            elif opcode == _PING:
+                self._send(_PONG, buffer[start:end])
+            elif opcode == _CLOSE and self.transport is not None:
+                self.transport.close()
+            position = end
+        return position
+
+    def _text(self, frame: bytes) -> None:
+        if self.live and frame.startswith(b'{"type":"broadcast"'):
+            change, row = _CHANGE_ID.search(frame), _ROW_ID.search(frame)
+            if change is None or row is None:
+                return
+            row_id = int(row[1])
+            if row_id <= self.last_row:
+                self.disorder += 1
+                return
+            self.since = int(change[1])
+            if not self.count:
+                self.first_row = row_id
+            self.count += 1
+            self.last_row = row_id
+            self.row_sum += row_id
+            self.last_received_at = time.time()
+        elif frame.startswith(b'{"type":"ack"') and not self.live:
+            if self.since is None and (since := _SINCE.search(frame)) is not None:
+                self.since = int(since[1])
+            self.live = True
+            self.live_at = time.time()
+            self.tries = 0
+            self._settled()
+        elif frame.startswith(b'{"type":"error"'):
+            if self.live:  # the connection stays: counted and kept for the report
+                self.fleet.refusals += 1
+                self.fleet.note_error(f"error frame: {frame[:200]!r}")
+            else:
+                self._refused(f"error frame: {frame[:200]!r}")
+
+    def _send(self, opcode: int, body: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        mask = os.urandom(4)
+        length = len(body)
+        if length < 126:
+            header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+        else:
+            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+        key = (mask * (length // 4 + 1))[:length]
+        masked = (int.from_bytes(body, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+        self.transport.write(header + mask + masked)
+
+    def close(self) -> None:
+        """Drop the connection for good (no reconnect)."""
+        self.live = False
+        self.stopped = True
+        self.generation += 1
+        if self.transport is not None:
+            self.transport.abort()

@@ -1,0 +1,119 @@
+"""What the 100,000-connection scenarios share: the server's Prometheus counters, the database's load,
+one timed row, and the figures of the client fleet's processes."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from array import array
+from collections.abc import Sequence
+
+import psycopg
+from psycopg import sql
+
+from bench.fleet import Status, Verdict
+from bench.harness import Server
+
+PREFIX = "fluxbase_realtime_"
+# pg_stat_database columns that say how hard the database worked (queries, rows read, blocks touched).
+DB_COUNTERS = ("xact_commit", "tup_returned", "tup_fetched", "blks_hit", "blks_read")
+
+
+def scrape(server: Server, timeout: float = 10.0) -> dict[str, float]:
+    """The server's /metrics samples without the prefix, e.g. `replays_total`,
+    `messages_sent_total{type="heartbeat"}`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=timeout) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(PREFIX):
+            name, _, value = line[len(PREFIX) :].rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def database_counters(dsn: str) -> dict[str, float]:
+    """This database's pg_stat_database counters now, and the wall clock (`at`)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")  # this session's own counts, not deferred
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in DB_COUNTERS)
+        row = conn.execute(
+            sql.SQL("SELECT {} FROM pg_stat_database WHERE datname = current_database()").format(columns)
+        ).fetchone()
+    assert row is not None
+    return {"at": time.monotonic(), **{c: float(v) for c, v in zip(DB_COUNTERS, row, strict=True)}}
+
+
+def database_load(before: dict[str, float], after: dict[str, float], prefix: str) -> dict[str, float]:
+    """Each counter's growth over a span, in total and per second."""
+    seconds = max(1e-6, after["at"] - before["at"])
+    figures: dict[str, float] = {}
+    for name in DB_COUNTERS:
+        grown = after[name] - before[name]
+        figures[f"{prefix}{name}"] = grown
+        figures[f"{prefix}{name}_per_s"] = grown / seconds
+    return figures
+
+
+def insert_row(dsn: str, table: str) -> tuple[int, float]:
+    """One committed row: its id, and the wall-clock time just before its INSERT (in autocommit: its
+    transaction) was sent. Latencies from there include the commit itself, but cannot come out negative
+    when this process is descheduled between the COMMIT's return and its clock reading, as happens on
+    a saturated machine (by tens of ms)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        statement = sql.SQL("INSERT INTO {} (sent_at, payload) VALUES (%s, 'sentinel') RETURNING id")
+        statement = statement.format(sql.Identifier(table))
+        conn.execute("SELECT 1")  # the connection is warm: the span timed is the statement's alone
+        sent_at = time.time()
+        row = conn.execute(statement, (sent_at,)).fetchone()
+    assert row is not None
+    return int(row[0]), sent_at
+
+
+def log_rows(dsn: str, table: str) -> tuple[int, int, int, int]:
+    """(first id, last id, count, sum of ids) of the table's rows: the log every client is judged by."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT min(id), max(id), count(*), sum(id) FROM {}").format(sql.Identifier(table))
+        ).fetchone()
+    assert row is not None and row[0] is not None
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def client_figures(status: Sequence[Status]) -> dict[str, float]:
+    """Memory and effort of the fleet's processes."""
+    clients = max(1, sum(s.clients for s in status))
+    return {
+        "client_processes": len(status),
+        "client_rss_mb": sum(s.rss_bytes for s in status) / 2**20,
+        "client_kb_per_connection": sum(s.rss_bytes for s in status) / clients / 1024,
+        "client_attempts": sum(s.attempts for s in status),
+        "client_failures": sum(s.failures for s in status),
+        "client_refusals": sum(s.refusals for s in status),
+    }
+
+
+def merged(verdicts: Sequence[Verdict]) -> dict[str, float]:
+    """The fleet's verdict counts summed."""
+    return {
+        name: float(sum(getattr(v, name) for v in verdicts))
+        for name in ("exact", "short", "disorder", "wrong", "reconnects")
+    }
+
+
+def joined(verdicts: Sequence[Verdict], name: str) -> array[float]:
+    out = array("d")
+    for verdict in verdicts:
+        out.extend(getattr(verdict, name))
+    return out
+
+
+def curve(values: Sequence[float], points: int = 200) -> list[tuple[float, int]]:
+    """(value, how many are at or below it) at `points` even ranks of `values`: enough to draw a
+    cumulative curve of 100,000 without keeping them."""
+    ordered = sorted(values)
+    if not ordered:
+        return []
+    ranks = sorted({max(1, round(len(ordered) * i / points)) for i in range(1, points + 1)})
+    return [(ordered[rank - 1], rank) for rank in ranks]

@@ -60,15 +60,15 @@ class _Clients:
         self.clients: list[ResumingClient] = []
 
     async def open(
-        self, settings: dict[str, Any], count: int, first_index: int, in_flight: int, timeout: float
+        self, settings: dict[str, Any], count: int, first_index: int, in_flight: int, seconds: float
     ) -> float:
         """`count` clients, at most `in_flight` attempts at a time; returns the seconds until all were
-        live (or the timeout)."""
+        live (or `seconds` passed)."""
         if self.fleet is None:
             self.fleet = Fleet(**settings)
         fleet = self.fleet
         started = time.monotonic()
-        deadline = started + timeout
+        deadline = started + seconds
         for index in range(first_index, first_index + count):
             while fleet.pending >= in_flight and time.monotonic() < deadline:
                 fleet.changed.clear()
@@ -93,18 +93,18 @@ class _Clients:
             time.process_time(),
         )
 
-    async def wait_rows(self, row_id: int, timeout: float) -> int:
-        """Until every client received row `row_id` (or the timeout); how many have."""
-        deadline = time.monotonic() + timeout
+    async def wait_rows(self, row_id: int, seconds: float) -> int:
+        """Until every client received row `row_id` (for `seconds` at most); how many have."""
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and any(  # noqa: ASYNC110
             c.last_row < row_id for c in self.clients
         ):
             await asyncio.sleep(POLL)
         return sum(c.last_row >= row_id for c in self.clients)
 
-    async def wait_live(self, timeout: float) -> int:
-        """Until every client is live (or the timeout); how many are."""
-        deadline = time.monotonic() + timeout
+    async def wait_live(self, seconds: float) -> int:
+        """Until every client is live (for `seconds` at most); how many are."""
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and any(not c.live for c in self.clients):  # noqa: ASYNC110
             await asyncio.sleep(POLL)
         return sum(c.live for c in self.clients)

@@ -33,17 +33,29 @@ def _storm(runs: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
         figures = run["figures"]
         xs = [0.0, *(seconds for seconds, _ in points)]
         ys = [0, *(count for _, count in points)]
-        axes.step(xs, ys, where="post", linewidth=1.4, label=f"run {number}: all live after "
-                  f"{figures['all_live_s']:.1f} s (server ready after {figures['restart_s']:.1f} s)")
-        axes.axvline(figures["restart_s"], color="grey", linewidth=0.8, linestyle=":")
+        axes.step(
+            xs,
+            ys,
+            where="post",
+            linewidth=1.4,
+            label=f"run {number}: all live after "
+            f"{figures['all_live_s']:.1f} s (first after {figures['first_live_s']:.1f} s)",
+        )
+    database = axes.twinx()  # what the storm cost the database, on the same time axis
+    for run in runs:
+        points = run["details"].get("db_curve", [])
+        database.plot([t for t, _ in points], [n for _, n in points], color="tab:purple", linewidth=0.9)
+    database.set_ylabel("database transactions committed since the kill (purple)")
     clients = runs[0]["figures"]["clients"]
     axes.axvline(STORM_TARGET_S, color="tab:red", linewidth=0.8, linestyle="--", label="target: 30 s")
-    axes.set_xlabel("seconds since the server was killed (dotted: the new server answers /readyz)")
+    axes.set_xlabel("seconds since the server was killed (SIGKILL), then restarted on its port")
     axes.set_ylabel("clients subscribed again (acked, with since)")
     axes.set_ylim(0, clients * 1.02)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="lower right")
-    axes.set_title(f"Reconnect storm: {clients:,} clients after a SIGKILL and restart\n{subtitle}", fontsize=10)
+    axes.set_title(
+        f"Reconnect storm: {clients:,} clients after a SIGKILL and restart\n{subtitle}", fontsize=10
+    )
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -56,8 +68,13 @@ def _delivery(runs: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
     figure, axes = plt.subplots(figsize=(10, 6), dpi=110)
     for number, run in enumerate(runs, 1):
         curve = run["details"].get("delivery_cdf_ms", [])
-        axes.step(curve, CDF_PROBABILITIES[: len(curve)], where="post", linewidth=1.4,
-                  label=f"run {number}: last delivery {run['figures'].get('change_max_ms') or 0:,.0f} ms")
+        axes.step(
+            curve,
+            CDF_PROBABILITIES[: len(curve)],
+            where="post",
+            linewidth=1.4,
+            label=f"run {number}: last delivery {run['figures'].get('change_max_ms') or 0:,.0f} ms",
+        )
     connections = runs[0]["figures"]["connections"]
     axes.axvline(DELIVERY_TARGET_MS, color="tab:red", linewidth=0.8, linestyle="--", label="target: 1 s")
     axes.set_xlabel("ms from the INSERT sent to the frame received")

@@ -60,9 +60,26 @@ class ResumingClient(asyncio.Protocol):
     """One client; also the protocol of each of its successive connections."""
 
     __slots__ = (
-        "fleet", "index", "transport", "live", "upgraded", "key", "buffer", "since", "tries",
-        "count", "first_row", "last_row", "row_sum", "disorder", "last_received_at", "live_at",
-        "lost_at", "reconnects", "generation", "stopped",
+        "buffer",
+        "count",
+        "disorder",
+        "first_row",
+        "fleet",
+        "generation",
+        "index",
+        "key",
+        "last_received_at",
+        "last_row",
+        "live",
+        "live_at",
+        "lost_at",
+        "reconnects",
+        "row_sum",
+        "since",
+        "stopped",
+        "transport",
+        "tries",
+        "upgraded",
     )  # fmt: skip
 
     def __init__(self, fleet: Fleet, index: int) -> None:

@@ -3,6 +3,8 @@ one timed row, and the figures of the client fleet's processes."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import urllib.request
 from array import array
@@ -62,8 +64,9 @@ def insert_row(dsn: str, table: str) -> tuple[int, float]:
     when this process is descheduled between the COMMIT's return and its clock reading, as happens on
     a saturated machine (by tens of ms)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        statement = sql.SQL("INSERT INTO {} (sent_at, payload) VALUES (%s, 'sentinel') RETURNING id")
-        statement = statement.format(sql.Identifier(table))
+        statement = sql.SQL("INSERT INTO {} (sent_at, payload) VALUES (%s, 'sentinel') RETURNING id").format(
+            sql.Identifier(table)
+        )
         conn.execute("SELECT 1")  # the connection is warm: the span timed is the statement's alone
         sent_at = time.time()
         row = conn.execute(statement, (sent_at,)).fetchone()
@@ -117,3 +120,30 @@ def curve(values: Sequence[float], points: int = 200) -> list[tuple[float, int]]
         return []
     ranks = sorted({max(1, round(len(ordered) * i / points)) for i in range(1, points + 1)})
     return [(ordered[rank - 1], rank) for rank in ranks]
+
+
+class CounterSampler:
+    """The database's counters once per `interval`, in a thread, from start until stopped: the load
+    over a span whose end is only known afterwards (when the last client was live again)."""
+
+    def __init__(self, dsn: str, interval: float = 0.5) -> None:
+        self.samples: list[dict[str, float]] = []
+        self._dsn, self._interval = dsn, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="db-counters", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(psycopg.Error):
+                self.samples.append(database_counters(self._dsn))
+            self._stop.wait(self._interval)
+
+    def stop(self) -> list[dict[str, float]]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+    def at(self, moment: float) -> dict[str, float]:
+        """The first sample taken at or after `moment` (time.monotonic), else the last."""
+        return next((s for s in self.samples if s["at"] >= moment), self.samples[-1])

@@ -180,6 +180,7 @@ def _run_scenario(
     load: LoadGenerator, admin_url: str, work: Path, scenario: Scenario, size: Size, runs: int
 ) -> dict[str, Any]:
     started = time.monotonic()
+    runs = min(runs, scenario.max_runs or runs)
     print(f"[{scenario.name}] running ({size}, {runs} run(s))...", file=sys.stderr, flush=True)
     measured: list[RunResult] = []
     server_log: list[str] = []

@@ -58,7 +58,8 @@ class Scenario:
     table lines; `load(size)` names the figure prefixes whose CPU shares describe the conditions it ran
     in, with a title for each. `server_env`: settings of the suite's server beyond the benchmark's (a
     raised limit). `derive(summaries)`, given every scenario's summary once all ran, returns figures to
-    add to this one's (a comparison with another scenario of the same run).
+    add to this one's (a comparison with another scenario of the same run). `max_runs`: at most this many
+    runs whatever `--runs` says (a run of 100,000 connections takes minutes).
     """
 
     name: str
@@ -68,6 +69,7 @@ class Scenario:
     params: Callable[[Size], Any]
     server_env: Mapping[str, str] = field(default_factory=dict)
     derive: Callable[[Mapping[str, Summary]], Summary] | None = None
+    max_runs: int | None = None
 
 
 def settle(seconds: float) -> None:

@@ -46,15 +46,25 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+FD_SPARE = 1_000  # a process's files besides its connections (libraries, pool, pipes)
+
+
 def fd_limit_note(connections: int) -> str | None:
-    """Why this process cannot hold `connections` sockets (and a few hundred more), or None."""
+    """Why one process cannot hold `connections` sockets (and FD_SPARE more), or None."""
     limit = raise_fd_limit()
-    if limit >= connections + 1_000:
+    if limit >= connections + FD_SPARE:
         return None
     return (
-        f"open-file limit {limit} < {connections + 1_000}: run as root (the benchmark raises the hard limit "
-        "itself then) or raise it (ulimit -Hn, /etc/security/limits.conf)"
+        f"open-file limit {limit} < {connections + FD_SPARE}, and this process may not raise its hard limit "
+        "(that takes CAP_SYS_RESOURCE, which root in a container may lack): raise it before running "
+        "(ulimit -Hn, /etc/security/limits.conf, or the container's --ulimit nofile=1048576)"
     )
+
+
+def connections_that_fit(wanted: int) -> int:
+    """`wanted`, or the most connections (in thousands) one process can hold under its open-file limit."""
+    room = raise_fd_limit() - FD_SPARE
+    return wanted if wanted <= room else max(1_000, room // 1_000 * 1_000)
 
 
 def _nr_open() -> int:

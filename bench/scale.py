@@ -21,11 +21,15 @@ PREFIX = "fluxbase_realtime_"
 DB_COUNTERS = ("xact_commit", "tup_returned", "tup_fetched", "blks_hit", "blks_read")
 
 
-def scrape(server: Server, timeout: float = 10.0) -> dict[str, float]:
+def scrape(server: Server, timeout: float = 30.0) -> dict[str, float]:
     """The server's /metrics samples without the prefix, e.g. `replays_total`,
-    `messages_sent_total{type="heartbeat"}`."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=timeout) as response:
-        text = response.read().decode()
+    `messages_sent_total{type="heartbeat"}`; empty when it does not answer in time (an overloaded
+    server's HTTP waits in the same accept queue as the storm)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=timeout) as response:
+            text = response.read().decode()
+    except OSError:  # URLError and timeouts included
+        return {}
     samples: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(PREFIX):

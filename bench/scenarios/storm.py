@@ -100,7 +100,6 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         first_row, last_row, count, total = scale.log_rows(bench.dsn, TABLE)
         verdicts = fleet.verdicts(first_row, last_row, count, total, killed_at)
         status = fleet.status()
-        second_stats = second.stats()
         fleet.close()  # before the servers stop: their clients would only reconnect meanwhile
     live_times = sorted(t - killed_at for t in scale.joined(verdicts, "live_at"))
     counts = scale.merged(verdicts)
@@ -127,7 +126,8 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         "lost_clients": counts["short"],
         "duplicated_clients": counts["disorder"],
         "wrong_clients": counts["wrong"],
-        "server_connections_after": second_stats["connections"],
+        "metrics_answered": bool(replay),
+        "server_connections_after": replay.get("connections", -1.0),
         **{f"new_server_{k}": replay.get(k, 0.0) for k in REPLAY_SAMPLES},
         **scale.database_load(steady, at_kill, "steady_db_"),
         **scale.database_load(at_kill, all_live, "storm_db_"),

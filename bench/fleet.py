@@ -44,11 +44,13 @@ class Verdict:
     """What one process's clients received, against the log's rows (first, last, count, sum)."""
 
     exact: int  # clients that received every row of the log once, in order
-    short: int  # received fewer rows than the log holds (lost changes)
+    short: int  # live at the end, yet received fewer rows than the log holds (lost changes)
+    stranded: int  # not live at the end (still reconnecting): judged by nothing else
     disorder: int  # clients that saw a row again or out of order
     wrong: int  # the right count but not the log's rows (first, last or sum differ)
     reconnects: int
     live_at: array[float]  # when each client that lost its connection after `lost_after` was live again
+    # (clients not live again are left out: their live_at is from before)
     received_at: array[float]  # when each client received the last row (0: never)
 
 
@@ -110,9 +112,11 @@ class _Clients:
         return sum(c.live for c in self.clients)
 
     async def verdict(self, first: int, last: int, count: int, total: int, lost_after: float) -> Verdict:
-        exact = short = disorder = wrong = 0
+        exact = short = stranded = disorder = wrong = 0
         for c in self.clients:
-            if c.disorder:
+            if not c.live:
+                stranded += 1
+            elif c.disorder:
                 disorder += 1
             elif c.count < count:
                 short += 1
@@ -123,10 +127,11 @@ class _Clients:
         return Verdict(
             exact,
             short,
+            stranded,
             disorder,
             wrong,
             sum(c.reconnects for c in self.clients),
-            array("d", (c.live_at for c in self.clients if c.lost_at >= lost_after)),
+            array("d", (c.live_at for c in self.clients if c.live and c.live_at > c.lost_at >= lost_after)),
             array("d", (c.last_received_at if c.last_row == last else 0.0 for c in self.clients)),
         )
 

@@ -38,8 +38,7 @@ def _storm(runs: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
             ys,
             where="post",
             linewidth=1.4,
-            label=f"run {number}: all live after "
-            f"{figures['all_live_s']:.1f} s (first after {figures['first_live_s']:.1f} s)",
+            label=f"run {number}: {_outcome(figures)} (first after {figures['first_live_s']:.1f} s)",
         )
     database = axes.twinx()  # what the storm cost the database, on the same time axis
     for run in runs:
@@ -60,6 +59,12 @@ def _storm(runs: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def _outcome(figures: dict[str, Any]) -> str:
+    if figures.get("all_live_s") is not None:
+        return f"all live after {figures['all_live_s']:.1f} s"
+    return f"{figures['live_again']:,.0f} of {figures['clients']:,.0f} live at the end of the wait"
 
 
 def _delivery(runs: list[dict[str, Any]], path: Path, subtitle: str) -> Path:

@@ -105,7 +105,7 @@ def merged(verdicts: Sequence[Verdict]) -> dict[str, float]:
     """The fleet's verdict counts summed."""
     return {
         name: float(sum(getattr(v, name) for v in verdicts))
-        for name in ("exact", "short", "disorder", "wrong", "reconnects")
+        for name in ("exact", "short", "stranded", "disorder", "wrong", "reconnects")
     }
 
 

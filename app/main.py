@@ -54,7 +54,6 @@ def logical_capture(settings: Settings, conninfo: str, on_written: Callable[[], 
         batch_bytes=settings.realtime_logical_batch_bytes,
         takeover_interval=settings.realtime_consumer_takeover_interval,
         on_written=on_written,
-        busy_interval=settings.realtime_busy_pass_interval,
     )
 
 

@@ -46,7 +46,7 @@ class Params:
 
 SIZES: dict[Size, Params] = {
     "quick": Params(subscribers=200, step_duration=1.0, start_deliveries=10_000, max_steps=1),
-    "full": Params(subscribers=1000, step_duration=2.0, start_deliveries=60_000, max_steps=6),
+    "full": Params(subscribers=1000, step_duration=2.0, start_deliveries=60_000, max_steps=10),
 }
 
 

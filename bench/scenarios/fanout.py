@@ -38,7 +38,7 @@ class Params:
 SIZES: dict[Size, Params] = {
     "quick": Params(subscriber_counts=(1000,), step_duration=1.0, start_deliveries=60_000, max_steps=4),
     "full": Params(
-        subscriber_counts=(100, 300, 1000), step_duration=2.0, start_deliveries=30_000, max_steps=6
+        subscriber_counts=(100, 300, 1000), step_duration=2.0, start_deliveries=30_000, max_steps=10
     ),
 }
 

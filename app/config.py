@@ -162,6 +162,13 @@ class Settings(BaseSettings):
         description="Connections one instance serves at once (those being admitted included); past it, "
         "new ones are refused before the upgrade with HTTP 503 and Retry-After.",
     )
+    realtime_listen_backlog: int = Field(
+        default=4096,
+        ge=1,
+        le=65535,
+        description="Connections the kernel queues before the service accepts them (the listen backlog; "
+        "the kernel caps it at net.core.somaxconn).",
+    )
     realtime_max_pending_subscribes: int = Field(
         default=10_000,
         ge=1,

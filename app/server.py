@@ -33,6 +33,9 @@ def uvicorn_config(app: FastAPI, settings: Settings, *, host: str, port: int) ->
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
         lifespan="on",
+        # A reconnect storm arrives faster than one process accepts: past the backlog the kernel drops SYNs
+        # and clients wait for their retransmission (1 s, then 3 s), so the queue is a setting.
+        backlog=settings.realtime_listen_backlog,
     )
 
 

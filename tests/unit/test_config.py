@@ -202,3 +202,19 @@ def test_invalid_capture_values(monkeypatch: pytest.MonkeyPatch, key: str, value
     monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError, match=key.lower()):
         settings()
+
+
+def test_the_listen_backlog_reaches_uvicorn_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.main import create_app
+    from app.server import uvicorn_config
+
+    monkeypatch.setenv("REALTIME_LISTEN_BACKLOG", "8192")
+    s = Settings(_env_file=None, database_url="postgresql://postgres@127.0.0.1:5432/postgres")
+    config = uvicorn_config(create_app(s), s, host="127.0.0.1", port=0)
+    assert config.backlog == 8192
+    monkeypatch.delenv("REALTIME_LISTEN_BACKLOG")
+    assert settings().realtime_listen_backlog == 4096
+    for bad in ("0", "70000"):
+        monkeypatch.setenv("REALTIME_LISTEN_BACKLOG", bad)
+        with pytest.raises(ValidationError, match="realtime_listen_backlog"):
+            settings()

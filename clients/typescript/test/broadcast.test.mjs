@@ -68,9 +68,15 @@ test("database-sent messages carry ids and resume exactly once, in order, after 
     .on("status", (status) => statuses.push(status));
   await channel.subscribe();
   const COUNT = 120;
+  let cuts = 0;
   for (let n = 1; n <= COUNT; n++) {
     await db.query("SELECT realtime_broadcast($1, 'tick', $2)", [name, JSON.stringify({ n })]);
-    if (n % 30 === 10) proxy.cut();
+    if (n % 30 === 10) {
+      // Cut a subscribed connection: one cut before the channel resumed would count one resume short.
+      await waitFor(() => statuses.length === cuts + 1, `the channel back after cut ${cuts}`);
+      proxy.cut();
+      cuts += 1;
+    }
   }
   await waitFor(() => got.length >= COUNT, `${COUNT} messages (got ${got.length})`);
   assert.deepEqual(got.map((m) => m.payload.n), Array.from({ length: COUNT }, (_, i) => i + 1));

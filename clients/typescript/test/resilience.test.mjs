@@ -48,7 +48,7 @@ function client(url, options = {}) {
 async function writeStream(table, count, at = () => {}) {
   for (let n = 1; n <= count; n++) {
     await db.query(`INSERT INTO "${table}" (name, n) VALUES ('row', $1)`, [n]);
-    at(n);
+    await at(n);
     if (n % 10 === 0) await sleep(5); // a stream, not one burst
   }
 }
@@ -115,7 +115,7 @@ test("a proxy that delays every chunk and cuts connections: every change once, i
   t.after(() => realtime.disconnect());
   const recorder = await record(realtime, table);
   const COUNT = 300;
-  await writeStream(table, COUNT, (n) => n % 50 === 25 && proxy.cut());
+  await writeStream(table, COUNT, (n) => n % 50 === 25 && proxy.cutLive());
   await waitFor(() => recorder.seen.length >= COUNT, `${COUNT} changes (got ${recorder.seen.length})`);
   assertExactlyOnceInOrder(recorder.seen, recorder.ids, COUNT);
   assert.ok(proxy.accepted >= 7, `reconnected after each cut (${proxy.accepted} connections)`);

@@ -122,6 +122,7 @@ export class Proxy {
     this.stalled = new Set();
     this.refusing = false;
     this.accepted = 0;
+    this.acceptedAtCut = 0;
     this.server = net.createServer((client) => this.accept(client));
   }
 
@@ -160,6 +161,14 @@ export class Proxy {
     };
     client.on("close", end).on("error", end);
     upstream.on("close", end).on("error", end);
+  }
+
+  /** Reset every open connection once the client has reconnected since the previous cutLive(): a cut
+   * while it is still reconnecting would cut nothing, and a test counting reconnects would be flaky. */
+  async cutLive() {
+    await waitFor(() => this.accepted > this.acceptedAtCut && this.sockets.size > 0, "a connection to cut");
+    this.acceptedAtCut = this.accepted;
+    this.cut();
   }
 
   /** Reset every open connection. */

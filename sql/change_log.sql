@@ -31,6 +31,10 @@ CREATE TABLE fluxbase_realtime.change_log (
     op          text    NOT NULL CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'BROADCAST', 'TRUNCATE')),
     record      jsonb,
     old_record  jsonb,
+    -- Logical mode: the COMMIT time of the source transaction (from pgoutput's Begin) on its first change,
+    -- NULL on the others and in trigger mode, for the feed's commit-to-send latency. The log's own
+    -- transaction is the consumer's batch, which commits later, so commits.commit_timestamp cannot say.
+    commit_timestamp timestamptz,
     PRIMARY KEY (txid, ord)
 );
 

@@ -107,10 +107,11 @@ $$;
 -- per-transaction subquery from being flattened, so the join is a nested loop of index range scans on
 -- change_log's primary key: the cost follows the changes read, not the changes retained.
 --
--- `committed`: the transaction's COMMIT time (commits.commit_timestamp) as seconds since the epoch, on
--- its first change only (ord 0; NULL on the others, and where track_commit_timestamp was off), so that the
--- feed observes its commit-to-send latency once per commit, however its changes are split into reads. A
--- float: cheaper for the feed to parse than a timestamp.
+-- `committed`: the COMMIT time of the change's transaction as seconds since the epoch, on its first
+-- change only (NULL on the others), so that the feed observes its commit-to-send latency once per commit,
+-- however its changes are split into reads. Trigger mode: commits.commit_timestamp on ord 0 (NULL where
+-- track_commit_timestamp was off); logical mode: the source transaction's, change_log.commit_timestamp
+-- (one log transaction holds many source transactions). A float: cheaper to parse than a timestamp.
 CREATE FUNCTION fluxbase_realtime.read_log(after_id bigint, max_count integer, max_bytes bigint)
 RETURNS TABLE (
     id bigint, schema_name text, table_name text, op text, record text, old_record text, rls boolean,
@@ -125,13 +126,14 @@ LANGUAGE sql STABLE AS $$
           AND c.first_id <= after_id + max_count
     ), picked AS (
         SELECT s.first_id + l.ord AS id, l.schema_name, l.table_name, l.op, l.record, l.old_record,
-               CASE WHEN l.ord = 0 THEN pg_catalog.date_part('epoch', s.commit_timestamp) END AS committed,
+               pg_catalog.date_part('epoch', coalesce(l.commit_timestamp,
+                                                      CASE WHEN l.ord = 0 THEN s.commit_timestamp END)) AS committed,
                sum(coalesce(pg_catalog.pg_column_size(l.record), 0)
                    + coalesce(pg_catalog.pg_column_size(l.old_record), 0))
                    OVER (ORDER BY s.first_id + l.ord) AS running_bytes
         FROM span s
         CROSS JOIN LATERAL (
-            SELECT l.ord, l.schema_name, l.table_name, l.op, l.record, l.old_record
+            SELECT l.ord, l.schema_name, l.table_name, l.op, l.record, l.old_record, l.commit_timestamp
             FROM fluxbase_realtime.change_log l
             WHERE l.txid = s.txid AND l.ord > after_id - s.first_id AND l.ord <= after_id + max_count - s.first_id
             LIMIT max_count

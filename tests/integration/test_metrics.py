@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -94,41 +95,51 @@ async def test_metrics_count_connections_messages_deliveries_and_refusals(
 
 
 @pytest.fixture(scope="module")
-def stamped_trigger_database(logical_server_url: str) -> Iterator[str]:
-    """A migrated trigger-mode database on the logical cluster, which records commit timestamps (the
-    embedded machinery's settings) where the machine's PostgreSQL may not."""
+def stamped_trigger(logical_server_url: str) -> Iterator[tuple[str, ServerThread]]:
+    """A server on a migrated trigger-mode database of the logical cluster, which records commit
+    timestamps (the embedded machinery's settings) where the machine's PostgreSQL may not."""
     with scratch_database(logical_server_url) as url:
         migrations.upgrade(url)
-        yield url
+        with ServerThread(make_settings(url)) as running:
+            yield url, running
 
 
-async def test_commit_to_send_latency_is_observed_once_per_commit(stamped_trigger_database: str) -> None:
+@pytest.fixture(params=["trigger", "logical"])
+def stamped(request: pytest.FixtureRequest) -> tuple[str, ServerThread]:
+    """A database and its server: trigger mode with commit timestamps recorded, or logical mode (pgoutput's
+    Begin carries them)."""
+    if request.param == "trigger":
+        database_and_server: tuple[str, ServerThread] = request.getfixturevalue("stamped_trigger")
+        return database_and_server
+    return request.getfixturevalue("logical_database_url"), request.getfixturevalue("logical_server")
+
+
+async def test_commit_to_send_latency_is_observed_once_per_commit(stamped: tuple[str, ServerThread]) -> None:
     """Two commits of 3 and 2 changes, delivered to two subscribers: 10 deliveries, 2 observations."""
-    url = stamped_trigger_database
+    url, server = stamped
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
-        assert (await (await db.execute("SHOW track_commit_timestamp")).fetchone()) == ("on",)
-        table = sql.Identifier("stamped_items")
+        name = f"stamped_{uuid.uuid4().hex[:10]}"
+        table = sql.Identifier(name)
         await db.execute(sql.SQL("CREATE TABLE {} (id serial PRIMARY KEY, name text)").format(table))
-        await db.execute("SELECT enable_realtime('public', 'stamped_items')")
-        with ServerThread(make_settings(url)) as server:
-            async with (
-                httpx.AsyncClient(base_url=server.http_url) as http,
-                realtime_client(server.ws_url) as first,
-                realtime_client(server.ws_url) as second,
-            ):
-                await first.subscribe("table:public.stamped_items")
-                await second.subscribe("table:public.stamped_items")
-                before = await scrape(http)
-                started = time.time()
-                await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('a'), ('b'), ('c')").format(table))
-                await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('d'), ('e')").format(table))
-                # The sentinel: the last change reached both subscribers, so the feed has published both
-                # commits (it observes them before its next await).
-                for client in (first, second):
-                    names = [frame["payload"]["record"]["name"] for frame in await client.broadcasts(5)]
-                    assert names == ["a", "b", "c", "d", "e"]
-                after = await scrape(http)
-                finished = time.time()
+        await db.execute("SELECT enable_realtime('public', %s)", (name,))
+        async with (
+            httpx.AsyncClient(base_url=server.http_url) as http,
+            realtime_client(server.ws_url) as first,
+            realtime_client(server.ws_url) as second,
+        ):
+            await first.subscribe(f"table:public.{name}")
+            await second.subscribe(f"table:public.{name}")
+            before = await scrape(http)
+            started = time.time()
+            await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('a'), ('b'), ('c')").format(table))
+            await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('d'), ('e')").format(table))
+            # The sentinel: the last change reached both subscribers, so the feed has published both
+            # commits (it observes them before its next await).
+            for client in (first, second):
+                names = [frame["payload"]["record"]["name"] for frame in await client.broadcasts(5)]
+                assert names == ["a", "b", "c", "d", "e"]
+            after = await scrape(http)
+            finished = time.time()
 
     def delta(name: str, **labels: str) -> float:
         return value(after, P + name, **labels) - value(before, P + name, **labels)

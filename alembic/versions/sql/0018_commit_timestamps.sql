@@ -1,12 +1,15 @@
 -- Commit-to-send latency (issue 13): each numbered transaction keeps the COMMIT time PostgreSQL recorded
--- for it (track_commit_timestamp, which the sequencer already reads to order commits; trigger mode only),
--- and the feed's reads return it on each commit's first change, so that the feed can observe
--- fluxbase_realtime_commit_to_send_seconds once per commit.
+-- for it (track_commit_timestamp, which the sequencer already reads to order commits), and in logical
+-- mode each source transaction's first change keeps the COMMIT time of pgoutput's Begin (one log
+-- transaction, the consumer's batch, holds many source transactions, and commits after them, so its own
+-- timestamp is not kept). The feed's reads return it on each commit's first change, so that the feed can
+-- observe fluxbase_realtime_commit_to_send_seconds once per commit.
 --
 -- The feed reads with the new read_log() and sequence_and_read_log(), which return one more column;
 -- changes_after() and sequence_and_read() keep their columns, as wrappers, for instances not yet upgraded.
 
 ALTER TABLE fluxbase_realtime.commits ADD COLUMN commit_timestamp timestamptz;
+ALTER TABLE fluxbase_realtime.change_log ADD COLUMN commit_timestamp timestamptz;
 
 CREATE OR REPLACE FUNCTION fluxbase_realtime.sequence_commits() RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET jit = off AS $$
@@ -86,13 +89,14 @@ LANGUAGE sql STABLE AS $$
           AND c.first_id <= after_id + max_count
     ), picked AS (
         SELECT s.first_id + l.ord AS id, l.schema_name, l.table_name, l.op, l.record, l.old_record,
-               CASE WHEN l.ord = 0 THEN pg_catalog.date_part('epoch', s.commit_timestamp) END AS committed,
+               pg_catalog.date_part('epoch', coalesce(l.commit_timestamp,
+                                                      CASE WHEN l.ord = 0 THEN s.commit_timestamp END)) AS committed,
                sum(coalesce(pg_catalog.pg_column_size(l.record), 0)
                    + coalesce(pg_catalog.pg_column_size(l.old_record), 0))
                    OVER (ORDER BY s.first_id + l.ord) AS running_bytes
         FROM span s
         CROSS JOIN LATERAL (
-            SELECT l.ord, l.schema_name, l.table_name, l.op, l.record, l.old_record
+            SELECT l.ord, l.schema_name, l.table_name, l.op, l.record, l.old_record, l.commit_timestamp
             FROM fluxbase_realtime.change_log l
             WHERE l.txid = s.txid AND l.ord > after_id - s.first_id AND l.ord <= after_id + max_count - s.first_id
             LIMIT max_count
@@ -152,5 +156,53 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RETURN QUERY SELECT r.head, r.id, r.schema_name, r.table_name, r.op, r.record, r.old_record, r.rls
                  FROM fluxbase_realtime.sequence_and_read_log(after_id, max_count, max_bytes, lease) AS r;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION fluxbase_realtime.log_decoded_batch(
+    batch jsonb, progress_lsn pg_lsn, progress_written bigint, progress_complete boolean
+) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    target jsonb;
+    rel    regclass;
+    logged integer := 0;
+    added  integer;
+BEGIN
+    FOR target IN SELECT g.value FROM jsonb_array_elements(batch) AS g LOOP
+        rel := fluxbase_realtime.find_table(target->>0, target->>1);
+        BEGIN
+            IF rel IS NULL THEN
+                RAISE EXCEPTION 'the table no longer exists' USING ERRCODE = 'undefined_table';
+            END IF;
+            -- A source transaction's first change carries its COMMIT time, seconds since the epoch, as a
+            -- fifth element (0018_commit_timestamps.sql).
+            EXECUTE format($q$
+                INSERT INTO fluxbase_realtime.change_log
+                    (txid, ord, schema_name, table_name, op, record, old_record, commit_timestamp)
+                SELECT pg_current_xact_id(), (c.v->>0)::integer, $1, $2, c.v->>1,
+                       CASE WHEN c.v->>1 = 'TRUNCATE' THEN (c.v->>2)::jsonb ELSE to_jsonb((c.v->>2)::%1$s) END,
+                       to_jsonb((c.v->>3)::%1$s), to_timestamp((c.v->>4)::double precision)
+                FROM jsonb_array_elements($3) AS c(v)
+            $q$, rel) USING target->>0, target->>1, target->2;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'logical capture: rows of %.% do not fit its current definition (%): logged as text',
+                quote_ident(target->>0), quote_ident(target->>1), SQLERRM;
+            INSERT INTO fluxbase_realtime.change_log
+                (txid, ord, schema_name, table_name, op, record, old_record, commit_timestamp)
+            SELECT pg_current_xact_id(), (c.v->>0)::integer, target->>0, target->>1, c.v->>1,
+                   CASE WHEN c.v->>1 = 'TRUNCATE' THEN (c.v->>2)::jsonb ELSE to_jsonb(c.v->>2) END,
+                   to_jsonb(c.v->>3), to_timestamp((c.v->>4)::double precision)
+            FROM jsonb_array_elements(target->2) AS c(v);
+        END;
+        GET DIAGNOSTICS added = ROW_COUNT;
+        logged := logged + added;
+    END LOOP;
+    UPDATE fluxbase_realtime.logical_progress
+    SET commit_lsn = progress_lsn, written = progress_written, complete = progress_complete;
+    IF logged > 0 THEN
+        PERFORM pg_notify((SELECT c.notify_channel FROM fluxbase_realtime.capture_config c), '');
+    END IF;
+    RETURN logged;
 END
 $$;

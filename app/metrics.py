@@ -142,10 +142,10 @@ class RealtimeCollector(Collector):
         yield _histogram(
             "commit_to_send_seconds",
             "Seconds from a transaction's COMMIT (the database's commit timestamp) to the feed handing its "
-            "first change to subscribers' sockets or queues, once per commit. Trigger mode: observed only where "
-            "PostgreSQL records commit timestamps (track_commit_timestamp = on); logical mode: from pgoutput's "
-            "commit time, once per source transaction. Across hosts it includes the difference between the "
-            "database's clock and this host's (negatives count as 0).",
+            "first change to subscribers' sockets or queues, once per commit. Trigger mode: observed only "
+            "where PostgreSQL records commit timestamps (track_commit_timestamp = on); logical mode: from "
+            "pgoutput's commit time, once per source transaction. Across hosts it includes the difference "
+            "between the database's clock and this host's (negatives count as 0).",
             feed.commit_to_publish_seconds,
         )
         yield _histogram(

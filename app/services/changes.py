@@ -78,6 +78,7 @@ class ChangeFramer:
         record: str | None,
         old_record: str | None,
         rls: bool,
+        _committed: float | None = None,  # read_log()'s commit time: the feed observes it, a frame has none
     ) -> Change:
         if op == BROADCAST_OP:
             name = BroadcastChannel(table).name
@@ -361,7 +362,7 @@ class ChangeFeed:
                         self._on_gap(gap_after, head)
                     break
                 batch = cast(list[ChangeRow], rows)
-                await self._deliver([self._framer.change(*r[:7]) for r in batch])
+                await self._deliver([self._framer.change(*r) for r in batch])
                 # Authorization (RLS) and waiting for room in full queues are what a change waits for here.
                 self.read_to_publish_seconds.observe(clock() - read_at, len(rows))
                 self._observe_commits(batch)

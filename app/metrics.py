@@ -140,6 +140,15 @@ class RealtimeCollector(Collector):
             feed.read_to_publish_seconds,
         )
         yield _histogram(
+            "commit_to_send_seconds",
+            "Seconds from a transaction's COMMIT (the database's commit timestamp) to the feed handing its "
+            "first change to subscribers' sockets or queues, once per commit. Trigger mode: observed only "
+            "where PostgreSQL records commit timestamps (track_commit_timestamp = on); logical mode: from "
+            "pgoutput's commit time, once per source transaction. Across hosts it includes the difference "
+            "between the database's clock and this host's (negatives count as 0).",
+            feed.commit_to_publish_seconds,
+        )
+        yield _histogram(
             "feed_pass_seconds",
             "Seconds a feed wake-up's statement takes (a sequencer pass and the first read of the log).",
             feed.pass_seconds,

@@ -31,6 +31,10 @@ CREATE TABLE fluxbase_realtime.change_log (
     op          text    NOT NULL CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'BROADCAST', 'TRUNCATE')),
     record      jsonb,
     old_record  jsonb,
+    -- Logical mode: the COMMIT time of the source transaction (from pgoutput's Begin) on its first change,
+    -- NULL on the others and in trigger mode, for the feed's commit-to-send latency. The log's own
+    -- transaction is the consumer's batch, which commits later, so commits.commit_timestamp cannot say.
+    commit_timestamp timestamptz,
     PRIMARY KEY (txid, ord)
 );
 
@@ -43,7 +47,11 @@ CREATE TABLE fluxbase_realtime.commits (
     -- The tables the transaction touched, as format('%I.%I', schema, table): a channel's replay skips
     -- other transactions without reading their rows. NULL (numbered before this column existed) means
     -- "unknown": those transactions are read.
-    tables       text[]
+    tables       text[],
+    -- The transaction's COMMIT as PostgreSQL recorded it (track_commit_timestamp), for the feed's
+    -- commit-to-send latency; committed_at is when a sequencer pass numbered it. NULL where the setting was
+    -- off, and in logical mode, whose log transactions are the consumer's batches.
+    commit_timestamp timestamptz
 );
 
 -- One row: where the sequencer stopped. `horizon` is the snapshot of its last pass: every transaction

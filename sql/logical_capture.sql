@@ -227,7 +227,8 @@ REVOKE ALL ON FUNCTION fluxbase_realtime.log_decoded_changes(json, pg_lsn, bigin
 -- One batch of decoded changes into the change log, as one transaction of the consumer's, with the
 -- progress row and one NOTIFY for every instance's feed. The batch is jsonb (parsed once: json's ->> scans
 -- the text again at every use), grouped by table by the consumer: [[schema, table, [[ord, op, new row,
--- old row], ...]], ...], `ord` being the change's position in the batch. Each table's changes go into the
+-- old row], ...]], ...], `ord` being the change's position in the batch (and a source transaction's first
+-- change has a fifth element, its COMMIT time in seconds since the epoch). Each table's changes go into the
 -- log in one INSERT ... SELECT, with no temporary table in between (about half the server time per batch
 -- of log_decoded_changes). Rows are composite literals in the table's column order
 -- (app/services/pgoutput.py: row_literal), cast to the table's row type and rendered with to_jsonb,
@@ -250,20 +251,24 @@ BEGIN
             IF rel IS NULL THEN
                 RAISE EXCEPTION 'the table no longer exists' USING ERRCODE = 'undefined_table';
             END IF;
+            -- A source transaction's first change carries its COMMIT time, seconds since the epoch, as a
+            -- fifth element (0018_commit_timestamps.sql).
             EXECUTE format($q$
-                INSERT INTO fluxbase_realtime.change_log (txid, ord, schema_name, table_name, op, record, old_record)
+                INSERT INTO fluxbase_realtime.change_log
+                    (txid, ord, schema_name, table_name, op, record, old_record, commit_timestamp)
                 SELECT pg_current_xact_id(), (c.v->>0)::integer, $1, $2, c.v->>1,
                        CASE WHEN c.v->>1 = 'TRUNCATE' THEN (c.v->>2)::jsonb ELSE to_jsonb((c.v->>2)::%1$s) END,
-                       to_jsonb((c.v->>3)::%1$s)
+                       to_jsonb((c.v->>3)::%1$s), to_timestamp((c.v->>4)::double precision)
                 FROM jsonb_array_elements($3) AS c(v)
             $q$, rel) USING target->>0, target->>1, target->2;
         EXCEPTION WHEN OTHERS THEN
             RAISE WARNING 'logical capture: rows of %.% do not fit its current definition (%): logged as text',
                 quote_ident(target->>0), quote_ident(target->>1), SQLERRM;
-            INSERT INTO fluxbase_realtime.change_log (txid, ord, schema_name, table_name, op, record, old_record)
+            INSERT INTO fluxbase_realtime.change_log
+                (txid, ord, schema_name, table_name, op, record, old_record, commit_timestamp)
             SELECT pg_current_xact_id(), (c.v->>0)::integer, target->>0, target->>1, c.v->>1,
                    CASE WHEN c.v->>1 = 'TRUNCATE' THEN (c.v->>2)::jsonb ELSE to_jsonb(c.v->>2) END,
-                   to_jsonb(c.v->>3)
+                   to_jsonb(c.v->>3), to_timestamp((c.v->>4)::double precision)
             FROM jsonb_array_elements(target->2) AS c(v);
         END;
         GET DIAGNOSTICS added = ROW_COUNT;

@@ -39,6 +39,10 @@ DECLARE
     numbered bigint;
     -- pg_xact_commit_timestamp raises when the setting is off; it needs a restart to change.
     stamped  boolean := current_setting('track_commit_timestamp')::boolean;
+    -- In logical mode the log's transactions are the consumer's batches, which commit after the source
+    -- transactions they copy: their timestamps are not the COMMIT a client waited for, so none is kept
+    -- (0018_commit_timestamps.sql).
+    kept     boolean := stamped AND (SELECT m.mode FROM fluxbase_realtime.capture_mode m) = 'trigger';
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('fluxbase_realtime.sequencer'));
     SELECT * INTO STRICT state FROM fluxbase_realtime.sequencer_state;
@@ -72,9 +76,10 @@ BEGIN
     ), inserted AS (
         -- Commit order where it is recorded; among equal timestamps (microseconds), and without them, the
         -- one that wrote last commits last (0003). last_seq is unique, so no two rows are window peers.
-        INSERT INTO fluxbase_realtime.commits (first_id, txid, change_count, tables)
+        -- The commit timestamp is kept for the feed's commit-to-send latency (0018_commit_timestamps.sql).
+        INSERT INTO fluxbase_realtime.commits (first_id, txid, change_count, tables, commit_timestamp)
         SELECT state.next_id + sum(change_count) OVER (ORDER BY committed NULLS FIRST, last_seq) - change_count,
-               txid, change_count, tables
+               txid, change_count, tables, CASE WHEN kept THEN committed END
         FROM fresh
         RETURNING change_count
     )
@@ -101,23 +106,34 @@ $$;
 -- whole log (3.1 ms for a 5-change read of a 25,000-row log, growing with the log). The LIMIT keeps the
 -- per-transaction subquery from being flattened, so the join is a nested loop of index range scans on
 -- change_log's primary key: the cost follows the changes read, not the changes retained.
-CREATE FUNCTION fluxbase_realtime.changes_after(after_id bigint, max_count integer, max_bytes bigint)
-RETURNS TABLE (id bigint, schema_name text, table_name text, op text, record text, old_record text, rls boolean)
+--
+-- `committed`: the COMMIT time of the change's transaction as seconds since the epoch, on its first
+-- change only (NULL on the others), so that the feed observes its commit-to-send latency once per commit,
+-- however its changes are split into reads. Trigger mode: commits.commit_timestamp on ord 0 (NULL where
+-- track_commit_timestamp was off); logical mode: the source transaction's, change_log.commit_timestamp
+-- (one log transaction holds many source transactions). A float: cheaper to parse than a timestamp.
+CREATE FUNCTION fluxbase_realtime.read_log(after_id bigint, max_count integer, max_bytes bigint)
+RETURNS TABLE (
+    id bigint, schema_name text, table_name text, op text, record text, old_record text, rls boolean,
+    committed double precision
+)
 LANGUAGE sql STABLE AS $$
     WITH span AS (
-        SELECT c.first_id, c.txid
+        SELECT c.first_id, c.txid, c.commit_timestamp
         FROM fluxbase_realtime.commits c
         WHERE c.first_id >= coalesce((SELECT max(first_id) FROM fluxbase_realtime.commits
                                       WHERE first_id <= after_id + 1), 0)
           AND c.first_id <= after_id + max_count
     ), picked AS (
         SELECT s.first_id + l.ord AS id, l.schema_name, l.table_name, l.op, l.record, l.old_record,
+               pg_catalog.date_part('epoch', coalesce(l.commit_timestamp,
+                                                      CASE WHEN l.ord = 0 THEN s.commit_timestamp END)) AS committed,
                sum(coalesce(pg_catalog.pg_column_size(l.record), 0)
                    + coalesce(pg_catalog.pg_column_size(l.old_record), 0))
                    OVER (ORDER BY s.first_id + l.ord) AS running_bytes
         FROM span s
         CROSS JOIN LATERAL (
-            SELECT l.ord, l.schema_name, l.table_name, l.op, l.record, l.old_record
+            SELECT l.ord, l.schema_name, l.table_name, l.op, l.record, l.old_record, l.commit_timestamp
             FROM fluxbase_realtime.change_log l
             WHERE l.txid = s.txid AND l.ord > after_id - s.first_id AND l.ord <= after_id + max_count - s.first_id
             LIMIT max_count
@@ -126,10 +142,19 @@ LANGUAGE sql STABLE AS $$
     SELECT p.id, p.schema_name, p.table_name, p.op, p.record::text, p.old_record::text,
            coalesce((SELECT c.relrowsecurity FROM pg_catalog.pg_class c
                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = p.schema_name AND c.relname = p.table_name), false)
+                     WHERE n.nspname = p.schema_name AND c.relname = p.table_name), false),
+           p.committed
     FROM picked p
     WHERE p.running_bytes <= max_bytes OR p.id = after_id + 1
     ORDER BY p.id
+$$;
+
+-- read_log() without the commit times, for instances not yet upgraded (the two inline into one plan).
+CREATE FUNCTION fluxbase_realtime.changes_after(after_id bigint, max_count integer, max_bytes bigint)
+RETURNS TABLE (id bigint, schema_name text, table_name text, op text, record text, old_record text, rls boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT r.id, r.schema_name, r.table_name, r.op, r.record, r.old_record, r.rls
+    FROM fluxbase_realtime.read_log(after_id, max_count, max_bytes) AS r
 $$;
 
 -- One statement per change feed wake-up: a pass, then the first read of what it numbered, in the same
@@ -139,15 +164,18 @@ $$;
 -- wake-up after 10 ms idle; 0.50-0.65 against 0.68-0.89 after 2 ms).
 --
 -- `head` (the newest id numbered so far) is on every row; when there is nothing to read, one row carries
--- it with every other column NULL. The feed reads later batches with changes_after() itself.
+-- it with every other column NULL. The feed reads later batches with read_log() itself.
 --
 -- With `lease` set and new changes found (the head is past after_id), it also takes the polling lease
 -- (capture.sql): writers skip NOTIFY for `lease` from now, and passes wake the other instances for twice
 -- that. Concurrent passes take turns on the sequencer's lock, so the one row is never contended. The
--- three-argument version, without the lease, stays for instances not yet upgraded.
-CREATE FUNCTION fluxbase_realtime.sequence_and_read(after_id bigint, max_count integer, max_bytes bigint, lease interval)
-RETURNS TABLE (
-    head bigint, id bigint, schema_name text, table_name text, op text, record text, old_record text, rls boolean
+-- sequence_and_read() versions, without the commit times (and the three-argument one without the
+-- lease), stay for instances not yet upgraded.
+CREATE FUNCTION fluxbase_realtime.sequence_and_read_log(
+    after_id bigint, max_count integer, max_bytes bigint, lease interval
+) RETURNS TABLE (
+    head bigint, id bigint, schema_name text, table_name text, op text, record text, old_record text, rls boolean,
+    committed double precision
 )
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -164,11 +192,23 @@ BEGIN
             ON CONFLICT (singleton) DO NOTHING;
         END IF;
     END IF;
-    RETURN QUERY SELECT numbered, c.* FROM fluxbase_realtime.changes_after(after_id, max_count, max_bytes) AS c;
+    RETURN QUERY SELECT numbered, c.* FROM fluxbase_realtime.read_log(after_id, max_count, max_bytes) AS c;
     IF NOT FOUND THEN
         RETURN QUERY SELECT numbered, NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text,
-                            NULL::boolean;
+                            NULL::boolean, NULL::double precision;
     END IF;
+END
+$$;
+
+-- sequence_and_read_log() without the commit times, for instances not yet upgraded.
+CREATE FUNCTION fluxbase_realtime.sequence_and_read(after_id bigint, max_count integer, max_bytes bigint, lease interval)
+RETURNS TABLE (
+    head bigint, id bigint, schema_name text, table_name text, op text, record text, old_record text, rls boolean
+)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT r.head, r.id, r.schema_name, r.table_name, r.op, r.record, r.old_record, r.rls
+                 FROM fluxbase_realtime.sequence_and_read_log(after_id, max_count, max_bytes, lease) AS r;
 END
 $$;
 CREATE FUNCTION fluxbase_realtime.sequence_and_read(after_id bigint, max_count integer, max_bytes bigint)

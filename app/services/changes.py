@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ from app.services.sessions import KEEPALIVES
 log = logging.getLogger(__name__)
 
 SEQUENCE = "SELECT fluxbase_realtime.sequence_commits()"
-READ = "SELECT * FROM fluxbase_realtime.changes_after(%s, %s, %s)"
-WAKE = "SELECT * FROM fluxbase_realtime.sequence_and_read(%s, %s, %s, %s::interval)"
+READ = "SELECT * FROM fluxbase_realtime.read_log(%s, %s, %s)"
+WAKE = "SELECT * FROM fluxbase_realtime.sequence_and_read_log(%s, %s, %s, %s::interval)"
 # Every session of the service (the pool's, the feed's). JIT compiles a plan whose estimated cost is high,
 # whatever it really costs: 114 ms was measured for a query that ran in under one. Every query the service
 # runs is short.
@@ -77,6 +78,7 @@ class ChangeFramer:
         record: str | None,
         old_record: str | None,
         rls: bool,
+        _committed: float | None = None,  # read_log()'s commit time: the feed observes it, a frame has none
     ) -> Change:
         if op == BROADCAST_OP:
             name = BroadcastChannel(table).name
@@ -151,7 +153,9 @@ async def fetch_id(conn: AsyncConnection[Any], query: str) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-ChangeRow = tuple[int, str, str, str, str | None, str | None, bool]
+# A row of read_log(): a change, then its commit's COMMIT time (seconds since the epoch) on the commit's
+# first change only, None on the others and where the database does not record it (sql/sequencer.sql).
+ChangeRow = tuple[int, str, str, str, str | None, str | None, bool, float | None]
 # Per change id: what publish needs to give each subscriber group its own frame (absent: the shared one).
 Authorize = Callable[[Sequence[Change]], Awaitable[Mapping[int, Any]]]
 
@@ -226,6 +230,9 @@ class ChangeFeed:
         self.failures = 0
         self.pass_seconds = Histogram()
         self.read_to_publish_seconds = Histogram()
+        # From each commit's COMMIT (the database's clock) to its first change's publication (this
+        # host's): one observation per commit, never negative (clocks of two hosts may disagree).
+        self.commit_to_publish_seconds = Histogram()
 
     async def start_at_head(self) -> None:
         """Begin after the newest change: a fresh service delivers what commits from now on."""
@@ -354,18 +361,29 @@ class ChangeFeed:
                     if self._on_gap is not None:
                         self._on_gap(gap_after, head)
                     break
-                await self._deliver([self._framer.change(*r) for r in cast(list[ChangeRow], rows)])
+                batch = cast(list[ChangeRow], rows)
+                await self._deliver([self._framer.change(*r) for r in batch])
                 # Authorization (RLS) and waiting for room in full queues are what a change waits for here.
                 self.read_to_publish_seconds.observe(clock() - read_at, len(rows))
+                self._observe_commits(batch)
                 rows = []
         except BaseException:
             await self.close()  # whatever state it is in, the next pass starts on a fresh connection
             raise
         self._release_waiters()
 
+    def _observe_commits(self, batch: list[ChangeRow]) -> None:
+        """Commit-to-send latency of the commits whose first change this batch published."""
+        published = time.time()  # wall clock, like the database's commit timestamps
+        histogram = self.commit_to_publish_seconds
+        for row in batch:
+            committed = row[7]
+            if committed is not None:
+                histogram.observe(max(0.0, published - committed))
+
     def _read(self, conn: AsyncConnection[Any]) -> Awaitable[AsyncCursor[Any]]:
         # Prepared: planning the inlined function took 0.4 ms against 0.1 ms to run it. Its join is a nested
-        # loop of index scans whatever the ids (sql/sequencer.sql: changes_after), so its generic plan, which
+        # loop of index scans whatever the ids (sql/sequencer.sql: read_log), so its generic plan, which
         # the feed's session always uses (FEED_SESSION_OPTIONS), is as good as a custom one.
         return conn.execute(READ, (self.last_id, self._batch_size, self._batch_bytes), prepare=True)
 

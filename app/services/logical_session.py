@@ -38,30 +38,43 @@ ROOT_STATUS = "SELECT fluxbase_realtime.table_status(%s, %s)"
 log = logging.getLogger(__name__)
 
 
-Change = tuple[int, str, str | None, str | None]  # position in the batch, op, new row, old row
+# Position in the batch, op, new row, old row; a source transaction's first change adds its COMMIT time
+# (seconds since the epoch), for the feed's commit-to-send latency.
+Change = tuple[int, str, str | None, str | None] | tuple[int, str, str | None, str | None, float]
 
 
 class Batch:
     """Decoded changes not yet written, grouped by table: sent as one JSON text, [[schema, table,
-    [[position, op, new row, old row], ...]], ...] (sql/logical_capture.sql: log_decoded_batch)."""
+    [[position, op, new row, old row], ...]], ...] (sql/logical_capture.sql: log_decoded_batch).
+    `committed`: the COMMIT time of the transaction being read, until its first change takes it."""
 
-    def __init__(self) -> None:
+    def __init__(self, committed: float | None = None) -> None:
         self.tables: dict[tuple[str, str], list[Change]] = {}
         self.count = 0
         self.size = 0
+        self.committed = committed
 
     def add(self, relation: pgoutput.Relation, op: str, new: str | None, old: str | None) -> None:
         key = (relation.schema, relation.name)
         changes = self.tables.get(key)
         if changes is None:
             changes = self.tables[key] = []
-        changes.append((self.count, op, new, old))
+        if self.committed is None:
+            changes.append((self.count, op, new, old))
+        else:
+            changes.append((self.count, op, new, old, self.committed))
+            self.committed = None
         self.count += 1
         self.size += len(new or "") + len(old or "") + 64
 
     def add_partition_truncate(self, root: tuple[str, str], partition: str) -> None:
         """A TRUNCATE on the root's channel whose record is the partition it names (JSON text)."""
-        self.tables.setdefault(root, []).append((self.count, "TRUNCATE", partition, None))
+        changes = self.tables.setdefault(root, [])
+        if self.committed is None:
+            changes.append((self.count, "TRUNCATE", partition, None))
+        else:
+            changes.append((self.count, "TRUNCATE", partition, None, self.committed))
+            self.committed = None
         self.count += 1
         self.size += len(partition) + 64
 
@@ -198,10 +211,13 @@ class StreamSession:
                 self._skip = self._written_count
             else:
                 self._skip = 0
+            # Its first change carries the COMMIT time, unless that change was written before a restart.
+            self._batch.committed = message.committed_at.timestamp() if self._skip == 0 else None
         elif isinstance(message, pgoutput.Commit):
             if self._begin is not None and self._skip != -1:
                 self._last_commit, self._last_commit_count = self._begin, self._position
             self._begin = None
+            self._batch.committed = None
             self._received_end = message.end_lsn
         elif isinstance(message, pgoutput.Relation):
             positions = await self._positions(message)
@@ -280,7 +296,8 @@ class StreamSession:
                 assert self._last_commit is not None
                 lsn, written, complete = self._last_commit.final_lsn, self._last_commit_count, True
             await self._finish_pending()
-            batch, self._batch = self._batch, Batch()
+            # The transaction being read may not have reached its first change yet.
+            batch, self._batch = self._batch, Batch(self._batch.committed)
             self._pending = asyncio.ensure_future(
                 self._writer.execute(
                     WRITE,

@@ -57,7 +57,7 @@ async def test_reading_a_few_new_changes_does_not_scan_the_whole_log(
             await feed.execute(
                 "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
                 " WHERE statement LIKE %s",
-                ("%changes_after%",),
+                ("%read_log%",),
                 prepare=False,
             )
         ).fetchall()

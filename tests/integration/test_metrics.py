@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
+from collections.abc import Iterator
 
 import httpx
 import orjson
@@ -11,10 +14,12 @@ import pytest
 from psycopg import sql
 from websockets.exceptions import ConnectionClosed
 
+from app import migrations
 from app.wire import text_frame
 from tests.conftest import make_settings
 from tests.support.channels import join, room
 from tests.support.client import RECEIVE_TIMEOUT, RealtimeClient, realtime_client
+from tests.support.databases import scratch_database
 from tests.support.metrics import scrape, value
 from tests.support.server import ServerThread
 
@@ -69,6 +74,10 @@ async def test_metrics_count_connections_messages_deliveries_and_refusals(
     last_id = orjson.loads(raw[-1])["id"]
     assert delta("read_to_send_seconds_count") == 3
     assert delta("read_to_send_seconds_bucket", le="+Inf") == 3
+    # One commit; observed only where the database records commit timestamps (the machine's PostgreSQL may
+    # not: then never).
+    stamped = (await (await db.execute("SHOW track_commit_timestamp")).fetchone()) == ("on",)
+    assert delta("commit_to_send_seconds_count") == (1 if stamped else 0)
     assert delta("sequencer_passes_total") >= 1
     assert delta("feed_pass_seconds_count") >= 1
     assert value(after, P + "feed_lag_changes") == 0
@@ -83,6 +92,64 @@ async def test_metrics_count_connections_messages_deliveries_and_refusals(
     ours = {name for name, _ in closed if name.startswith(P)}
     assert {P + "rls_checks_total", P + "replay_gaps_total", P + "slow_consumer_closes_total"} <= ours
     assert all(name.startswith(P) or name.startswith("process_") for name, _ in closed)
+
+
+@pytest.fixture(scope="module")
+def stamped_trigger(logical_server_url: str) -> Iterator[tuple[str, ServerThread]]:
+    """A server on a migrated trigger-mode database of the logical cluster, which records commit
+    timestamps (the embedded machinery's settings) where the machine's PostgreSQL may not."""
+    with scratch_database(logical_server_url) as url:
+        migrations.upgrade(url)
+        with ServerThread(make_settings(url)) as running:
+            yield url, running
+
+
+@pytest.fixture(params=["trigger", "logical"])
+def stamped(request: pytest.FixtureRequest) -> tuple[str, ServerThread]:
+    """A database and its server: trigger mode with commit timestamps recorded, or logical mode (pgoutput's
+    Begin carries them)."""
+    if request.param == "trigger":
+        database_and_server: tuple[str, ServerThread] = request.getfixturevalue("stamped_trigger")
+        return database_and_server
+    return request.getfixturevalue("logical_database_url"), request.getfixturevalue("logical_server")
+
+
+async def test_commit_to_send_latency_is_observed_once_per_commit(stamped: tuple[str, ServerThread]) -> None:
+    """Two commits of 3 and 2 changes, delivered to two subscribers: 10 deliveries, 2 observations."""
+    url, server = stamped
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
+        name = f"stamped_{uuid.uuid4().hex[:10]}"
+        table = sql.Identifier(name)
+        await db.execute(sql.SQL("CREATE TABLE {} (id serial PRIMARY KEY, name text)").format(table))
+        await db.execute("SELECT enable_realtime('public', %s)", (name,))
+        async with (
+            httpx.AsyncClient(base_url=server.http_url) as http,
+            realtime_client(server.ws_url) as first,
+            realtime_client(server.ws_url) as second,
+        ):
+            await first.subscribe(f"table:public.{name}")
+            await second.subscribe(f"table:public.{name}")
+            before = await scrape(http)
+            started = time.time()
+            await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('a'), ('b'), ('c')").format(table))
+            await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('d'), ('e')").format(table))
+            # The sentinel: the last change reached both subscribers, so the feed has published both
+            # commits (it observes them before its next await).
+            for client in (first, second):
+                names = [frame["payload"]["record"]["name"] for frame in await client.broadcasts(5)]
+                assert names == ["a", "b", "c", "d", "e"]
+            after = await scrape(http)
+            finished = time.time()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, P + name, **labels) - value(before, P + name, **labels)
+
+    assert delta("deliveries_total") == 10
+    assert delta("read_to_send_seconds_count") == 5
+    assert delta("commit_to_send_seconds_count") == 2
+    assert delta("commit_to_send_seconds_bucket", le="+Inf") == 2
+    # Each observation lies between its COMMIT and the scrape (one host: one clock), so their sum does.
+    assert 0 <= delta("commit_to_send_seconds_sum") <= 2 * (finished - started)
 
 
 async def _raw_broadcast(client: RealtimeClient) -> str:

@@ -59,7 +59,16 @@ def _serve(settings: Settings, host: str, port: int, migrate: bool) -> None:
         # collector's full passes, which would otherwise walk ~110k objects each time (a pause of tens of
         # milliseconds in the middle of a fan-out).
         gc.freeze()
-        RealtimeServer(uvicorn_config(app, settings, host=host, port=port), app).run()
+        try:
+            RealtimeServer(uvicorn_config(app, settings, host=host, port=port), app).run()
+        except KeyboardInterrupt:
+            # uvicorn re-raises Ctrl+C once it has shut down gracefully (and the embedded cluster stops on the
+            # way out of `database_url`): the log already says so, a traceback would only alarm.
+            stopped_by_signal = True
+        else:
+            stopped_by_signal = False
+    if stopped_by_signal:
+        raise SystemExit(130)
 
 
 def _migrate(settings: Settings) -> None:

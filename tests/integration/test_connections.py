@@ -136,13 +136,19 @@ async def _close_code(client: RealtimeClient) -> int | None:
 
 
 @pytest.mark.timeout(90)
-async def test_sigterm_closes_connections_with_1001_and_exits(database_url: str) -> None:
+@pytest.mark.parametrize(("stop", "exit_code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+async def test_sigterm_or_ctrl_c_closes_connections_with_1001_and_exits_quietly(
+    database_url: str, stop: signal.Signals, exit_code: int
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "warning"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)], env=env
+        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -155,10 +161,12 @@ async def test_sigterm_closes_connections_with_1001_and_exits(database_url: str)
         async with realtime_client(f"ws://127.0.0.1:{port}/realtime") as client:
             await client.send(type="unsubscribe", channel="table:public.nothing")
             await client.receive()
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(stop)
             code = await _close_code(client)
         assert code == 1001
-        assert process.wait(timeout=30) == 0
+        _, errors = process.communicate(timeout=30)
+        assert process.returncode == exit_code
+        assert "Traceback" not in errors  # Ctrl+C in `make run` is a normal stop, not a crash
     finally:
         if process.poll() is None:
             process.kill()

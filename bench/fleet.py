@@ -199,6 +199,10 @@ class FleetPool:
     def status(self) -> list[Status]:
         return self._all("status", timeout=60)
 
+    def cpu_seconds(self) -> float:
+        """CPU the client processes have used so far (user and system)."""
+        return sum(s.cpu_seconds for s in self.status())
+
     def wait_rows(self, row_id: int, timeout: float) -> int:
         return sum(self._all("wait_rows", row_id, timeout, timeout=timeout + 60))
 

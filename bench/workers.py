@@ -67,6 +67,16 @@ def connections_that_fit(wanted: int) -> int:
     return wanted if wanted <= room else max(1_000, room // 1_000 * 1_000)
 
 
+def fit_to_fd_limit(scenario: str, wanted: int, processes: int) -> tuple[int, int]:
+    """`wanted` connections and `processes` client processes, or as many connections as one server process
+    may hold under the open-file limit (said on stderr, and the scenario records it) with enough client
+    processes for them under the same limit."""
+    fitting = connections_that_fit(wanted)
+    if fitting < wanted:
+        print(f"[{scenario}] {fd_limit_note(wanted)}: {fitting:,} connections instead")
+    return fitting, max(processes, -(-fitting // connections_that_fit(fitting)))
+
+
 def _nr_open() -> int:
     with contextlib.suppress(OSError, ValueError):
         return int(Path("/proc/sys/fs/nr_open").read_text())

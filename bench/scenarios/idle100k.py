@@ -44,7 +44,9 @@ SIZES: dict[Size, Params] = {
 
 
 def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult:
-    params = _fitting(SIZES[size])
+    wanted = SIZES[size]
+    connections, processes = workers.fit_to_fd_limit("idle100k", wanted.connections, wanted.processes)
+    params = replace(wanted, connections=connections, processes=processes)
     channel = harness.create_table(bench.dsn, TABLE)
     server = bench.server
     addresses = sources.source_addresses(params.connections)
@@ -60,11 +62,11 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         time.sleep(params.settle)
         rss_warm = server.rss_bytes()
         clients_warm = sum(s.rss_bytes for s in fleet.status())
-        before = measure.usage(bench, clients=_fleet_cpu(fleet), writer=0.0)
+        before = measure.usage(bench, clients=fleet.cpu_seconds(), writer=0.0)
         seconds = fleet.open(
             settings, params.connections - params.warm, params.in_flight, params.open_timeout
         )
-        after = measure.usage(bench, clients=_fleet_cpu(fleet), writer=0.0)
+        after = measure.usage(bench, clients=fleet.cpu_seconds(), writer=0.0)
         time.sleep(params.settle)
         rss_full = server.rss_bytes()
         open_on_server = server.stats()["connections"]
@@ -106,20 +108,6 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         "params": asdict(params),
     }
     return RunResult(figures, {}, {**details, "delivery_cdf_ms": delivery.cdf})
-
-
-def _fitting(params: Params) -> Params:
-    """The size, or as many connections as the open-file limit lets one server process hold (said in
-    the table and on stderr); enough client processes for them under the same limit."""
-    connections = workers.connections_that_fit(params.connections)
-    if connections < params.connections:
-        print(f"[idle100k] {workers.fd_limit_note(params.connections)}: {connections:,} connections instead")
-    processes = max(params.processes, -(-connections // workers.connections_that_fit(connections)))
-    return replace(params, connections=connections, processes=processes)
-
-
-def _fleet_cpu(fleet: FleetPool) -> float:
-    return sum(s.cpu_seconds for s in fleet.status())
 
 
 def _idle_cost(server: harness.Server, seconds: float) -> dict[str, float]:

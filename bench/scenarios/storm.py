@@ -54,7 +54,9 @@ SIZES: dict[Size, Params] = {
 
 
 def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult:
-    params = _fitting(SIZES[size])
+    wanted = SIZES[size]
+    clients, processes = workers.fit_to_fd_limit("storm", wanted.clients, wanted.processes)
+    params = replace(wanted, clients=clients, processes=processes)
     channel = harness.create_table(bench.dsn, TABLE)
     env = {**SCENARIO.server_env}
     fleet = FleetPool(params.processes)
@@ -82,7 +84,7 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         at_kill = scale.database_counters(bench.dsn)
         sampler = scale.CounterSampler(bench.dsn)
         stack.callback(sampler.stop)
-        clients_cpu, machine = _fleet_cpu(fleet), harness.machine_cpu_times()
+        clients_cpu, machine = fleet.cpu_seconds(), harness.machine_cpu_times()
         killed_at, killed_mono = time.time(), time.monotonic()
         os.kill(first.pid, signal.SIGKILL)
         second = stack.enter_context(
@@ -91,7 +93,7 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         ready_s = time.time() - killed_at
         live = fleet.wait_live(params.live_timeout)
         # The new server's CPU is all storm (and its start); the old one's died with it.
-        load = _storm_cpu(sum(second.cpu_seconds()), _fleet_cpu(fleet) - clients_cpu, machine, killed_mono)
+        load = _storm_cpu(sum(second.cpu_seconds()), fleet.cpu_seconds() - clients_cpu, machine, killed_mono)
         sampler.stop()
         replay = scale.scrape(second)
         report = bench.writer.receive(params.write_seconds * 3 + 60)
@@ -151,19 +153,6 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         "payload_bytes": writer.SMALL_PAYLOAD,
     }
     return RunResult(figures, {}, details)
-
-
-def _fitting(params: Params) -> Params:
-    """As idle100k's: no more clients than one server process may have files."""
-    clients = workers.connections_that_fit(params.clients)
-    if clients < params.clients:
-        print(f"[storm] {workers.fd_limit_note(params.clients)}: {clients:,} clients instead")
-    processes = max(params.processes, -(-clients // workers.connections_that_fit(clients)))
-    return replace(params, clients=clients, processes=processes)
-
-
-def _fleet_cpu(fleet: FleetPool) -> float:
-    return sum(s.cpu_seconds for s in fleet.status())
 
 
 def _storm_cpu(server: float, clients: float, machine: tuple[float, float], since: float) -> dict[str, float]:

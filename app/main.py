@@ -25,7 +25,8 @@ from app.services.auth import TokenVerifier
 from app.services.bus import BusTransport
 from app.services.bus.postgres import PostgresTransport
 from app.services.bus.redis import RedisTransport
-from app.services.changes import SESSION_OPTIONS, Change, ChangeFeed, ChangeFramer
+from app.services.change_frames import Change, ChangeFramer
+from app.services.changes import SESSION_OPTIONS, ChangeFeed
 from app.services.channel_access import ChannelAccess
 from app.services.cluster import Cluster
 from app.services.container import Services

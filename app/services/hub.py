@@ -13,7 +13,7 @@ from app import protocol
 from app.filters.matching import FilterSet
 from app.services.audience import audience_of
 from app.services.auth import Principal
-from app.services.changes import Change
+from app.services.change_frames import Change
 from app.services.pacing import FlushPacer
 from app.services.subscribers import Subscriber
 from app.services.views import PLAIN, GroupKey, channel_of

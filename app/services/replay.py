@@ -9,7 +9,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from app import protocol
 from app.protocol import Channel
-from app.services.changes import Change, ChangeFeed, ChangeFramer, fetch_id
+from app.services.change_frames import Change, ChangeFramer
+from app.services.changes import ChangeFeed, fetch_id
 from app.services.coalesce import BatchedLookup
 from app.services.hub import Hub
 from app.services.subscribers import Subscriber

@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from app.protocol import TableChannel
 from app.services.audience import Audience
-from app.services.changes import Change
+from app.services.change_frames import Change
 
 log = logging.getLogger(__name__)
 

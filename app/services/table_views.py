@@ -13,7 +13,7 @@ from app import protocol
 from app.filters.matching import FilterSet
 from app.protocol import TableChannel
 from app.services.audience import Audience
-from app.services.changes import Change, ChangeFramer
+from app.services.change_frames import Change, ChangeFramer
 from app.services.rls import FAILED, RowSecurity, TableAccess, Visibility
 from app.services.views import ROW_OPERATIONS, GroupKey, RowAccess, View, ViewFrames
 

@@ -19,7 +19,7 @@ import orjson
 
 from app.filters.evaluate import TableFilter
 from app.services.audience import Audience
-from app.services.changes import Change, ChangeFramer
+from app.services.change_frames import Change, ChangeFramer
 
 # A subscription's key in a subscriber's channels: the channel's name, or the name and the client's
 # subscription id after a NUL (which no channel name contains).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.services.changes import Change, RecentChanges
+from app.services.change_frames import Change, RecentChanges
 
 
 def change(change_id: int, size: int = 10) -> Change:

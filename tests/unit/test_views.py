@@ -7,7 +7,7 @@ import pytest
 
 from app import protocol
 from app.protocol import ProtocolError
-from app.services.changes import ChangeFramer
+from app.services.change_frames import ChangeFramer
 from app.services.views import (
     PLAIN,
     RowAccess,

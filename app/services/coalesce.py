@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -97,3 +97,15 @@ class BatchedLookup(Generic[K, V]):
                     answer.cancel()
             self._inflight, self._next = {}, {}
             self._runner = None
+
+
+async def each_alone(keys: Sequence[K], fetch_one: Callable[[K], Awaitable[V]]) -> dict[K, V | Exception]:
+    """Every key fetched on its own, at once: its value, or the exception that refused that key alone (as
+    a `fetch` for BatchedLookup). Anything but an Exception (a cancellation) is raised."""
+    results = await asyncio.gather(*(fetch_one(key) for key in keys), return_exceptions=True)
+    answers: dict[K, V | Exception] = {}
+    for key, result in zip(keys, results, strict=True):
+        if isinstance(result, BaseException) and not isinstance(result, Exception):
+            raise result
+        answers[key] = result
+    return answers

@@ -55,10 +55,16 @@ class Batch:
         self.committed = committed
 
     def add(self, relation: pgoutput.Relation, op: str, new: str | None, old: str | None) -> None:
-        key = (relation.schema, relation.name)
-        changes = self.tables.get(key)
+        self._append((relation.schema, relation.name), op, new, old)
+
+    def add_partition_truncate(self, root: tuple[str, str], partition: str) -> None:
+        """A TRUNCATE on the root's channel whose record is the partition it names (JSON text)."""
+        self._append(root, "TRUNCATE", partition, None)
+
+    def _append(self, table: tuple[str, str], op: str, new: str | None, old: str | None) -> None:
+        changes = self.tables.get(table)
         if changes is None:
-            changes = self.tables[key] = []
+            changes = self.tables[table] = []
         if self.committed is None:
             changes.append((self.count, op, new, old))
         else:
@@ -66,17 +72,6 @@ class Batch:
             self.committed = None
         self.count += 1
         self.size += len(new or "") + len(old or "") + 64
-
-    def add_partition_truncate(self, root: tuple[str, str], partition: str) -> None:
-        """A TRUNCATE on the root's channel whose record is the partition it names (JSON text)."""
-        changes = self.tables.setdefault(root, [])
-        if self.committed is None:
-            changes.append((self.count, "TRUNCATE", partition, None))
-        else:
-            changes.append((self.count, "TRUNCATE", partition, None, self.committed))
-            self.committed = None
-        self.count += 1
-        self.size += len(partition) + 64
 
     def json(self) -> str:
         return orjson.dumps(
@@ -174,10 +169,7 @@ class StreamSession:
                 continue
             payload = message.payload
             if payload[:1] == b"I" and self._begin is not None:  # nearly every message: the fast path
-                self._position += 1
-                if self._truncated:
-                    self._truncated.clear()
-                if self._skip == -1 or self._position <= self._skip:
+                if not self._next_change():
                     continue
                 oid = int.from_bytes(payload[1:5])
                 literal = pgoutput.insert_literal(payload, self._insert_positions[oid])[1]
@@ -190,14 +182,18 @@ class StreamSession:
             ):
                 await self._write(wait=False)  # written while the next batch is decoded
 
+    def _next_change(self) -> bool:
+        """A row change of the transaction being read: counted; False when it was written before a
+        restart (or the transaction is skipped whole)."""
+        self._position += 1
+        if self._truncated:
+            self._truncated.clear()  # a partition's TRUNCATE is covered only right after its ancestor's
+        return self._skip != -1 and self._position > self._skip
+
     async def _handle(self, message: pgoutput.Message) -> None:
         if isinstance(message, pgoutput.Insert | pgoutput.Update | pgoutput.Delete):  # nearly every message
-            self._position += 1
-            if self._truncated:
-                self._truncated.clear()
-            if self._skip == -1 or self._position <= self._skip:
-                return
-            self._add(message)
+            if self._next_change():
+                self._add(message)
         elif isinstance(message, pgoutput.Begin):
             self._begin, self._position = message, 0
             self._truncated.clear()

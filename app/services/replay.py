@@ -11,7 +11,7 @@ from app import protocol
 from app.protocol import Channel
 from app.services.change_frames import Change, ChangeFramer
 from app.services.changes import ChangeFeed, fetch_id
-from app.services.coalesce import BatchedLookup
+from app.services.coalesce import BatchedLookup, each_alone
 from app.services.hub import Hub
 from app.services.subscribers import Subscriber
 from app.services.table_views import TableViews
@@ -165,13 +165,7 @@ class Replayer:
 
     async def _fetch_reads(self, keys: list[ReadKey]) -> dict[ReadKey, SharedRead | Exception]:
         """Each distinct range asked for, read once; a failed read fails the replays that asked for it."""
-        results = await asyncio.gather(*(self._read_range(*key) for key in keys), return_exceptions=True)
-        answers: dict[ReadKey, SharedRead | Exception] = {}
-        for key, result in zip(keys, results, strict=True):
-            if isinstance(result, BaseException) and not isinstance(result, Exception):
-                raise result
-            answers[key] = result
-        return answers
+        return await each_alone(keys, lambda key: self._read_range(*key))
 
     async def _read_range(self, schema: str, table: str, cursor: int, upto: int, batch: int) -> SharedRead:
         async with self._pool.connection() as conn:

@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -58,6 +58,14 @@ class TableAccess:
     key_columns: tuple[str, ...]
     policy_count: int
 
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> TableAccess | None:
+        """table_access()'s row (all NULL where a LEFT JOIN found no table): None when the table is gone."""
+        exists, rls, bypass, columns, allowed, keys, policies = row
+        if exists is None:
+            return None
+        return cls(exists, rls, bypass, tuple(columns), frozenset(allowed), tuple(keys), policies)
+
     @property
     def hides_columns(self) -> bool:
         return len(self.allowed_columns) < len(self.all_columns)
@@ -76,10 +84,7 @@ class RowSecurity:
         """None when the table does not exist."""
         async with self._pool.connection() as conn:
             row = await (await conn.execute(ACCESS, (channel.schema, channel.table, role))).fetchone()
-        if row is None:
-            return None
-        exists, rls, bypass, columns, allowed, keys, policies = row
-        return TableAccess(exists, rls, bypass, tuple(columns), frozenset(allowed), tuple(keys), policies)
+        return None if row is None else TableAccess.from_row(row)
 
     async def visibility(
         self, changes: Sequence[Change], audiences: Collection[Audience]

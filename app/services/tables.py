@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from enum import StrEnum
 from typing import Any
@@ -11,7 +10,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from app.protocol import TableChannel
-from app.services.coalesce import BatchedLookup
+from app.services.coalesce import BatchedLookup, each_alone
 from app.services.rls import TableAccess
 
 log = logging.getLogger(__name__)
@@ -53,14 +52,6 @@ class TableDirectory:
     async def check(self, channel: TableChannel, role: str) -> Check:
         return await self.checks.get((channel.schema, channel.table, role))
 
-    async def status(self, channel: TableChannel) -> TableStatus:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT fluxbase_realtime.table_status(%s, %s)", (channel.schema, channel.table)
-            )
-            row = await cursor.fetchone()
-        return TableStatus(row[0]) if row else TableStatus.MISSING
-
     async def captured_through(self, channel: TableChannel) -> str | None:
         """For a PARTITION: the channel its changes are reported on."""
         async with self._pool.connection() as conn:
@@ -84,16 +75,10 @@ class TableDirectory:
             log.warning(
                 "table_checks_failed keys=%d error=%s: checking one by one", len(keys), type(error).__name__
             )
-        results = await asyncio.gather(*(self._query([key]) for key in keys), return_exceptions=True)
-        answers: dict[CheckKey, Check | Exception] = {}
-        for key, result in zip(keys, results, strict=True):
-            if isinstance(result, Exception):
-                answers[key] = result
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                answers.update(result)
-        return answers
+        return await each_alone(keys, self._check_alone)
+
+    async def _check_alone(self, key: CheckKey) -> Check:
+        return (await self._query([key]))[key]
 
     async def _query(self, keys: list[CheckKey]) -> dict[CheckKey, Check]:
         schemas, tables, roles = ([key[i] for key in keys] for i in range(3))
@@ -101,16 +86,7 @@ class TableDirectory:
             rows: list[tuple[Any, ...]] = await (
                 await conn.execute(CHECKS, (schemas, tables, roles))
             ).fetchall()
-        answers: dict[CheckKey, Check] = {}
-        for key, (_, status, exists, rls, bypass, columns, allowed, primary, policies) in zip(
-            keys, rows, strict=True
-        ):
-            access = (
-                None
-                if exists is None
-                else TableAccess(
-                    exists, rls, bypass, tuple(columns), frozenset(allowed), tuple(primary), policies
-                )
-            )
-            answers[key] = (TableStatus(status) if status else TableStatus.MISSING, access)
-        return answers
+        return {
+            key: (TableStatus(row[1]) if row[1] else TableStatus.MISSING, TableAccess.from_row(row[2:]))
+            for key, row in zip(keys, rows, strict=True)
+        }

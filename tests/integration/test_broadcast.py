@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import make_settings
 from tests.support.channels import join, next_of, room, token
 from tests.support.client import realtime_client
+from tests.support.modes import BOTH_MODES
 from tests.support.server import ServerThread
 
 
@@ -140,6 +141,7 @@ async def test_unsubscribe_stops_delivery(server: ServerThread) -> None:
     assert error["type"] == "error" and "not subscribed" in error["error"]
 
 
+@BOTH_MODES  # the log takes SQL broadcasts from the sender's transaction in either capture mode
 class TestFromTheDatabase:
     async def test_delivered_on_commit_with_an_id_never_on_rollback(
         self, server: ServerThread, db: psycopg.AsyncConnection
@@ -304,6 +306,7 @@ async def test_broadcasts_count_against_the_message_rate(database_url: str) -> N
     assert refusal["code"] == "rate_limited" and "ref" not in refusal
 
 
+@BOTH_MODES
 async def test_the_ack_position_resumes_database_messages_sent_before_the_first_arrived(
     server: ServerThread, db: psycopg.AsyncConnection
 ) -> None:

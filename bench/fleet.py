@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 
 import uvloop
 
-from bench import workers
+from bench import placement, workers
 from bench.resuming import Fleet, ResumingClient
 
 POLL = 0.05
@@ -62,7 +62,7 @@ class _Clients:
         self.clients: list[ResumingClient] = []
 
     async def open(
-        self, settings: dict[str, Any], count: int, first_index: int, in_flight: int, seconds: float
+        self, settings: Mapping[str, Any], count: int, first_index: int, in_flight: int, seconds: float
     ) -> float:
         """`count` clients, at most `in_flight` attempts at a time; returns the seconds until all were
         live (or `seconds` passed)."""
@@ -182,16 +182,28 @@ class FleetPool:
     def _all(self, command: str, *args: Any, timeout: float) -> list[Any]:
         return workers.call_all(self.workers, command, [args] * len(self.workers), timeout=timeout)
 
-    def open(self, settings: dict[str, Any], total: int, in_flight: int, timeout: float) -> float:
+    def open(
+        self,
+        settings: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        total: int,
+        in_flight: int,
+        timeout: float,
+    ) -> float:
         """`total` more clients, spread evenly, each process with `in_flight` attempts at most; returns
-        the wall seconds until all were live."""
-        share, extra = divmod(total, len(self.workers))
-        counts = [share + (i < extra) for i in range(len(self.workers))]
+        the wall seconds until all were live. `settings` (bench/resuming.py's Fleet: host, port, channel,
+        sources) are every process's, or one per process (each its own instance); a process keeps those
+        of its first call."""
+        each = [settings] * len(self.workers) if isinstance(settings, Mapping) else list(settings)
+        if len(each) != len(self.workers):
+            raise ValueError(f"{len(each)} settings for {len(self.workers)} client processes")
+        counts = placement.split(total, len(self.workers))
         status = self.status()
         # Indexes continue across calls, so that clients keep spreading over the source addresses.
         base = sum(s.clients for s in status)
         starts = [base + sum(counts[:i]) for i in range(len(counts))]
-        args = [(settings, n, start, in_flight, timeout) for n, start in zip(counts, starts, strict=True)]
+        args = [
+            (dict(s), n, start, in_flight, timeout) for s, n, start in zip(each, counts, starts, strict=True)
+        ]
         started = time.monotonic()
         workers.call_all(self.workers, "open", args, timeout=timeout + 60)
         return time.monotonic() - started

@@ -1,5 +1,5 @@
 """PNG plots of the 100,000-connection scenarios (issue 14): clients live again over time after the
-storm's kill, and the delivery-time CDF of idle100k's one change to every connection."""
+storm's kill, and the delivery-time CDF of idle100k's and spread100k's one change to every connection."""
 
 from __future__ import annotations
 
@@ -13,14 +13,16 @@ DELIVERY_TARGET_MS = 1000.0
 
 
 def draw(document: dict[str, Any], directory: Path, prefix: str, subtitle: str) -> list[Path]:
-    """`<prefix>storm.png` and `<prefix>idle100k-delivery.png` for the scenarios that ran; their paths."""
+    """`<prefix>storm.png`, `<prefix>idle100k-delivery.png` and `<prefix>spread100k-delivery.png` for
+    the scenarios that ran; their paths."""
     paths = []
     storm = [run for run in document["results"].get("storm", {}).get("runs", []) if run["details"]]
     if storm:
         paths.append(_storm(storm, directory / f"{prefix}storm.png", subtitle))
-    idle = [run for run in document["results"].get("idle100k", {}).get("runs", []) if run["details"]]
-    if idle:
-        paths.append(_delivery(idle, directory / f"{prefix}idle100k-delivery.png", subtitle))
+    for name in ("idle100k", "spread100k"):
+        runs = [run for run in document["results"].get(name, {}).get("runs", []) if run["details"]]
+        if runs:
+            paths.append(_delivery(runs, directory / f"{prefix}{name}-delivery.png", subtitle))
     return paths
 
 
@@ -81,6 +83,9 @@ def _delivery(runs: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
             label=f"run {number}: last delivery {run['figures'].get('change_max_ms') or 0:,.0f} ms",
         )
     connections = runs[0]["figures"]["connections"]
+    # spread100k's: several processes on one machine (the open-file limit is per process).
+    instances = runs[0]["figures"].get("instances", 1)
+    where = f"over {instances} instances on one machine" if instances > 1 else "on one instance"
     axes.axvline(DELIVERY_TARGET_MS, color="tab:red", linewidth=0.8, linestyle="--", label="target: 1 s")
     axes.set_xlabel("ms from the INSERT sent to the frame received")
     axes.set_ylabel("fraction of connections that had it")
@@ -88,7 +93,7 @@ def _delivery(runs: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
     axes.set_xlim(left=0)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="lower right")
-    axes.set_title(f"One change to {connections:,} idle connections\n{subtitle}", fontsize=10)
+    axes.set_title(f"One change to {connections:,} idle connections {where}\n{subtitle}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -1,5 +1,5 @@
-"""The benchmark's scenarios (issue 5; broadcast and presence: issue 9; idle100k and storm: issue 14),
-in the order they run."""
+"""The benchmark's scenarios (issue 5; broadcast and presence: issue 9; idle100k, spread100k and storm:
+issue 14), in the order they run."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from bench.scenarios import (
     pgbench,
     presence,
     rls,
+    spread100k,
     storm,
 )
 from bench.scenarios.base import Scenario
@@ -37,6 +38,7 @@ ALL: tuple[Scenario, ...] = (
     filters.SCENARIO,
     instances.SCENARIO,
     idle100k.SCENARIO,
+    spread100k.SCENARIO,
     storm.SCENARIO,
 )
 BY_NAME = {scenario.name: scenario for scenario in ALL}

@@ -12,6 +12,7 @@ time from its COMMIT to each delivery, the last one above all.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 from bench import harness, measure, scale, sources, stats, workers
@@ -70,7 +71,7 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         time.sleep(params.settle)
         rss_full = server.rss_bytes()
         open_on_server = server.stats()["connections"]
-        idle = _idle_cost(server, params.idle_intervals * HEARTBEAT_INTERVAL)
+        idle = idle_cost([server], params.idle_intervals * HEARTBEAT_INTERVAL)
         status = fleet.status()
         delivery = _one_change_to_all(bench, fleet, params.drain_timeout)
     finally:
@@ -110,14 +111,22 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
     return RunResult(figures, {}, {**details, "delivery_cdf_ms": delivery.cdf})
 
 
-def _idle_cost(server: harness.Server, seconds: float) -> dict[str, float]:
-    """The server's CPU while every connection is idle, over `seconds` (whole heartbeat intervals)."""
-    sent_before = scale.scrape(server).get(HEARTBEAT_SAMPLE, 0.0)
-    cpu_before, started = sum(server.cpu_seconds()), time.monotonic()
+def idle_cost(servers: Sequence[harness.Server], seconds: float) -> dict[str, float]:
+    """The servers' CPU (summed) while every connection is idle, over `seconds` (whole heartbeat
+    intervals)."""
+
+    def sent_so_far() -> float:
+        return sum(scale.scrape(server).get(HEARTBEAT_SAMPLE, 0.0) for server in servers)
+
+    def cpu_so_far() -> float:
+        return sum(sum(server.cpu_seconds()) for server in servers)
+
+    sent_before = sent_so_far()
+    cpu_before, started = cpu_so_far(), time.monotonic()
     time.sleep(seconds)
-    cpu = sum(server.cpu_seconds()) - cpu_before
+    cpu = cpu_so_far() - cpu_before
     wall = time.monotonic() - started
-    sent = scale.scrape(server).get(HEARTBEAT_SAMPLE, 0.0) - sent_before
+    sent = sent_so_far() - sent_before
     return {
         "idle_server_cpu_pct": 100 * cpu / wall,
         "heartbeats_sent": sent,

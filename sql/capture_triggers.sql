@@ -39,12 +39,15 @@
 -- nothing; disable_realtime() on it says to disable realtime on the ancestor instead of failing on the
 -- clone PostgreSQL refuses to drop.
 
--- The table a channel names, matched exactly (no case folding), or NULL.
+-- The table a channel names, matched exactly (no case folding), or NULL. PL/pgSQL, like everything a
+-- subscribe's checks call (sql/README.md, "Functions on hot paths").
 CREATE FUNCTION fluxbase_realtime.find_table(schema_name text, table_name text) RETURNS regclass
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT c.oid::regclass
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = schema_name AND c.relname = table_name AND c.relkind IN ('r', 'p')
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (SELECT c.oid::regclass
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = schema_name AND c.relname = table_name AND c.relkind IN ('r', 'p'));
+END
 $$;
 
 -- `table_name || suffix`, cut to PostgreSQL's identifier length (63 bytes) by shortening the table's part,
@@ -235,34 +238,44 @@ REVOKE ALL ON FUNCTION fluxbase_realtime.disable_trigger_capture(text, text) FRO
 -- In trigger mode: 'missing', 'disabled', 'enabled', or 'partition' (captured only through an ancestor:
 -- see the header). table_status() (realtime_tables.sql) answers for both modes.
 CREATE FUNCTION fluxbase_realtime.trigger_table_status(schema_name text, table_name text) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE
-        WHEN rel IS NULL THEN 'missing'
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel    regclass := fluxbase_realtime.find_table(schema_name, table_name);
+    -- Resolved at each call, not kept in a cached plan (0019_plan_cached_table_checks.sql).
+    notify regprocedure := 'public.notify_table_change()'::text::regprocedure;
+BEGIN
+    IF rel IS NULL THEN
+        RETURN 'missing';
+    END IF;
+    RETURN CASE
         WHEN EXISTS (SELECT 1 FROM pg_trigger t
-                     WHERE t.tgrelid = rel AND t.tgfoid = 'public.notify_table_change()'::regprocedure
-                       AND t.tgparentid = 0)
+                     WHERE t.tgrelid = rel AND t.tgfoid = notify AND t.tgparentid = 0)
             THEN 'enabled'
-        WHEN EXISTS (SELECT 1 FROM pg_trigger t
-                     WHERE t.tgrelid = rel AND t.tgfoid = 'public.notify_table_change()'::regprocedure)
+        WHEN EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgfoid = notify)
             THEN 'partition'
         ELSE 'disabled'
-    END
-    FROM (SELECT fluxbase_realtime.find_table(schema_name, table_name) AS rel) AS found
+    END;
+END
 $$;
 
 -- In trigger mode, the table whose channel reports the changes of this partition: the nearest ancestor
 -- with capture triggers of its own. None when the table is not a partition captured that way.
 CREATE FUNCTION fluxbase_realtime.trigger_capturing_table(schema_name text, table_name text)
 RETURNS TABLE (via_schema text, via_table text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Resolved at each call, not kept in a cached plan (0019_plan_cached_table_checks.sql).
+    notify regprocedure := 'public.notify_table_change()'::text::regprocedure;
+BEGIN
+    RETURN QUERY
     SELECT n.nspname::text, c.relname::text
     FROM pg_partition_ancestors(fluxbase_realtime.find_table(schema_name, table_name)) WITH ORDINALITY AS a(rel, depth)
     JOIN pg_class c ON c.oid = a.rel
     JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE a.depth > 1
       AND EXISTS (SELECT 1 FROM pg_trigger t
-                  WHERE t.tgrelid = a.rel AND t.tgparentid = 0
-                    AND t.tgfoid = 'public.notify_table_change()'::regprocedure)
+                  WHERE t.tgrelid = a.rel AND t.tgparentid = 0 AND t.tgfoid = notify)
     ORDER BY a.depth
-    LIMIT 1
+    LIMIT 1;
+END
 $$;

@@ -44,11 +44,13 @@ $$;
 
 -- Whether `rel` itself is in the service's publication.
 CREATE FUNCTION fluxbase_realtime.is_published(rel regclass) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT EXISTS (SELECT 1 FROM pg_publication_rel pr
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM pg_publication_rel pr
                    JOIN pg_publication p ON p.oid = pr.prpubid
                    JOIN fluxbase_realtime.capture_mode m ON p.pubname = m.publication
-                   WHERE pr.prrelid = rel)
+                   WHERE pr.prrelid = rel);
+END
 $$;
 
 -- Logical mode's enable: publish the table (a partitioned one with its whole tree), give it and its

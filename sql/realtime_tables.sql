@@ -6,7 +6,9 @@
 -- one with capture triggers of its own.
 CREATE FUNCTION fluxbase_realtime.capturing_table(schema_name text, table_name text)
 RETURNS TABLE (via_schema text, via_table text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
     (SELECT n.nspname::text, c.relname::text
      FROM pg_partition_ancestors(fluxbase_realtime.find_table(schema_name, table_name)) WITH ORDINALITY AS a(rel, depth)
      JOIN pg_class c ON c.oid = a.rel
@@ -16,20 +18,25 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      LIMIT 1)
     UNION ALL
     SELECT * FROM fluxbase_realtime.trigger_capturing_table(schema_name, table_name)
-    LIMIT 1
+    LIMIT 1;
+END
 $$;
 
 -- 'missing', 'disabled', 'enabled', or 'partition' (captured only through an ancestor), in either mode.
 CREATE FUNCTION fluxbase_realtime.table_status(schema_name text, table_name text) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE
-        WHEN rel IS NOT NULL AND fluxbase_realtime.is_published(rel) THEN 'enabled'
-        WHEN rel IS NOT NULL AND EXISTS (
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel regclass := fluxbase_realtime.find_table(schema_name, table_name);
+BEGIN
+    IF rel IS NOT NULL AND fluxbase_realtime.is_published(rel) THEN
+        RETURN 'enabled';
+    ELSIF rel IS NOT NULL AND EXISTS (
             SELECT 1 FROM pg_partition_ancestors(rel) WITH ORDINALITY AS a(ancestor, depth)
-            WHERE a.depth > 1 AND fluxbase_realtime.is_published(a.ancestor)) THEN 'partition'
-        ELSE fluxbase_realtime.trigger_table_status(schema_name, table_name)
-    END
-    FROM (SELECT fluxbase_realtime.find_table(schema_name, table_name) AS rel) AS found
+            WHERE a.depth > 1 AND fluxbase_realtime.is_published(a.ancestor)) THEN
+        RETURN 'partition';
+    END IF;
+    RETURN fluxbase_realtime.trigger_table_status(schema_name, table_name);
+END
 $$;
 
 -- A TRUNCATE naming one partition of a realtime partitioned table (not the table) is reported on the

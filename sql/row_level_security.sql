@@ -27,7 +27,9 @@ RETURNS TABLE (
     role_exists boolean, rls_enabled boolean, bypass boolean,
     all_columns text[], allowed_columns text[], key_columns text[], policy_count integer
 )
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
     SELECT r.oid IS NOT NULL,
            c.relrowsecurity,
            r.oid IS NOT NULL AND (r.rolsuper OR r.rolbypassrls
@@ -50,7 +52,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN pg_roles r ON r.rolname = role_name
-    WHERE n.nspname = channel_schema AND c.relname = channel_table AND c.relkind IN ('r', 'p')
+    WHERE n.nspname = channel_schema AND c.relname = channel_table AND c.relkind IN ('r', 'p');
+END
 $$;
 REVOKE ALL ON FUNCTION fluxbase_realtime.table_access(text, text, text) FROM PUBLIC;
 

@@ -54,7 +54,9 @@ async def test_every_change_arrives_once_in_order_across_two_kills_of_the_server
                     writer.stop()
                     async with asyncio.timeout(WAIT):
                         await consuming
-            assert client.connects == 3
+            # One handshake per server at least; a loaded machine may stall a server past the 0.2 s
+            # heartbeat's watchdog and add one more, which must lose and repeat nothing either.
+            assert client.connects >= 3
     rows = await table_rows(db, table)
     assert rows[-1][1] == SENTINEL and len(rows) > 150
     assert_exactly_the_table(collector.changes, rows)

@@ -26,6 +26,10 @@ from psycopg import sql
 from bench.workers import raise_fd_limit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Where the service's code is run from: this checkout, or (BENCH_SERVER_ROOT) another tree holding app/,
+# sql/, alembic/ and alembic.ini, e.g. `git archive main app sql alembic alembic.ini | tar -x -C DIR`: one
+# benchmark process then measures another version of the server side by side with this one's clients.
+SERVER_ROOT = Path(os.environ.get("BENCH_SERVER_ROOT") or PROJECT_ROOT).resolve()
 # The service's environment in a benchmark, beyond DATABASE_URL. Every client connects from 127.0.0.1,
 # so the per-address connection limit (a front-door defence) is raised out of the way, and so is the
 # instance's capacity (scenarios measure what it holds).
@@ -166,11 +170,13 @@ def running_server(
         **(extra_env or {}),
     }
     command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if SERVER_ROOT != PROJECT_ROOT:  # `-m app` finds the package in the working directory first
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
             env=env,
-            cwd=PROJECT_ROOT,
+            cwd=SERVER_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=raise_fd_limit,  # only setrlimit between fork and exec: safe
@@ -296,6 +302,7 @@ def machine_facts(dsn: str) -> dict[str, Any]:
         "git_head": _git("rev-parse", "HEAD"),
         # Others edit the tree while benchmarks run: say whether the measured server was committed code.
         "server_code_modified": _git("diff", "--quiet", "HEAD", "--", "app", "sql") is None,
+        "server_root": None if SERVER_ROOT == PROJECT_ROOT else str(SERVER_ROOT),
         "realtime_env": {k: v for k, v in os.environ.items() if k.startswith("REALTIME_")},
         "server_env": SERVER_ENV,
     }
@@ -309,10 +316,10 @@ def server_code_digest() -> str:
     """
     digest = hashlib.sha256()
     for path in sorted(
-        p for folder in ("app", "sql", "alembic") for p in (PROJECT_ROOT / folder).rglob("*") if p.is_file()
+        p for folder in ("app", "sql", "alembic") for p in (SERVER_ROOT / folder).rglob("*") if p.is_file()
     ):
         if "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(PROJECT_ROOT)).encode() + b"\0" + path.read_bytes())
+            digest.update(str(path.relative_to(SERVER_ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 

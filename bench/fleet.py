@@ -37,6 +37,7 @@ class Status:
     errors: list[str]
     rss_bytes: int
     cpu_seconds: float
+    outcomes: dict[str, int]  # attempts by outcome (bench.resuming.Fleet.outcomes)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Verdict:
     reconnects: int
     live_at: array[float]  # when each client that lost its connection after `lost_after` was live again
     # (clients not live again are left out: their live_at is from before)
+    connect_s: array[float]  # for each of those, in the same order: its live attempt's time in connect()
+    wait_s: array[float]  # and from connect()'s return to the 101
     received_at: array[float]  # when each client received the last row (0: never)
 
 
@@ -93,6 +96,7 @@ class _Clients:
             list(fleet.errors) if fleet else [],
             _rss_bytes(),
             time.process_time(),
+            dict(fleet.outcomes) if fleet else {},
         )
 
     async def wait_rows(self, row_id: int, seconds: float) -> int:
@@ -124,6 +128,7 @@ class _Clients:
                 exact += 1
             else:
                 wrong += 1
+        again = [c for c in self.clients if c.live and c.live_at > c.lost_at >= lost_after]
         return Verdict(
             exact,
             short,
@@ -131,7 +136,9 @@ class _Clients:
             disorder,
             wrong,
             sum(c.reconnects for c in self.clients),
-            array("d", (c.live_at for c in self.clients if c.live and c.live_at > c.lost_at >= lost_after)),
+            array("d", (c.live_at for c in again)),
+            array("d", (c.connect_s for c in again)),
+            array("d", (c.wait_s for c in again)),
             array("d", (c.last_received_at if c.last_row == last else 0.0 for c in self.clients)),
         )
 

@@ -7,6 +7,9 @@ commits row ids in increasing order, so a client that saw only increasing ids (`
 them, from `first_row` to `last_row`, received exactly the log's rows in that range when the log holds
 `count` rows there (and `row_sum` cross-checks it). Reconnects use full-jitter exponential backoff
 (AWS's "exponential backoff and jitter"; the SDK does the same) after a refusal, a failure or a timeout.
+Each attempt's outcome is counted (`Fleet.outcomes`), and how long the one that went live spent in
+connect() and waiting for the 101: a connect() of a second or more is a SYN the kernel dropped and the
+client sent again (1, 3, 7, 15, 31 s), which no server-side queue explains.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import random
 import re
 import struct
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -31,6 +35,14 @@ _CHANGE_ID = re.compile(rb'"id":(\d+)')  # a broadcast's change id: its first "i
 _ROW_ID = re.compile(rb'"record":\{"id": (\d+)')  # jsonb renders `id` first in a table's record
 _SINCE = re.compile(rb'"since":"(\d+)"')
 _TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
+# When connect() returns after its SYN was sent again n times (Linux: 1 s, then doubling), n is the
+# count of these it took at least (a little early, for the first SYN's own time).
+SYN_RETRIES_AT = (0.9, 2.9, 6.9, 14.9, 30.9)
+
+
+def connect_outcome(seconds: float) -> str:
+    """The outcome name of a connect() that took `seconds`: `connected_syn0` .. `connected_syn5`."""
+    return f"connected_syn{sum(seconds >= edge for edge in SYN_RETRIES_AT)}"
 
 
 @dataclass
@@ -50,6 +62,10 @@ class Fleet:
     errors: list[str] = field(default_factory=list)  # the first few, for the report
     pending: int = 0  # attempts under way
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever `pending` drops
+    # Per attempt: refused (RST), connect_timeout, connect_error, connected_synN (connect() took N SYN
+    # retransmissions), then http_503 / http_other / error_frame / lost_before_upgrade / lost_before_ack
+    # / ack_timeout, or live.
+    outcomes: Counter[str] = field(default_factory=Counter)
 
     def note_error(self, text: str) -> None:
         if len(self.errors) < 5:
@@ -60,9 +76,13 @@ class ResumingClient(asyncio.Protocol):
     """One client; also the protocol of each of its successive connections."""
 
     __slots__ = (
+        "attempt_started",
         "buffer",
+        "connect_s",
+        "connected_at",
         "count",
         "disorder",
+        "ending",
         "first_row",
         "fleet",
         "generation",
@@ -80,6 +100,8 @@ class ResumingClient(asyncio.Protocol):
         "transport",
         "tries",
         "upgraded",
+        "upgraded_at",
+        "wait_s",
     )  # fmt: skip
 
     def __init__(self, fleet: Fleet, index: int) -> None:
@@ -94,6 +116,10 @@ class ResumingClient(asyncio.Protocol):
         self.last_received_at = self.live_at = self.lost_at = 0.0
         self.reconnects = self.generation = 0
         self.stopped = False
+        # monotonic clock: this attempt's start, its connect() return and its 101
+        self.attempt_started = self.connected_at = self.upgraded_at = 0.0
+        self.connect_s = self.wait_s = 0.0  # of the attempt that went live: in connect(), then to the 101
+        self.ending = ""  # why the current connection is being dropped, when the client drops it
 
     # Connecting
 
@@ -104,6 +130,8 @@ class ResumingClient(asyncio.Protocol):
         self.fleet.attempts += 1
         self.fleet.pending += 1
         self.generation += 1
+        self.attempt_started = time.monotonic()
+        self.ending = ""
         asyncio.get_running_loop().create_task(self._attempt())
 
     async def _attempt(self) -> None:
@@ -117,16 +145,35 @@ class ResumingClient(asyncio.Protocol):
         try:
             async with asyncio.timeout(fleet.attempt_timeout):
                 await loop.sock_connect(sock, (fleet.host, fleet.port))
-            await loop.create_connection(lambda: self, sock=sock)
         except (OSError, TimeoutError) as error:
             sock.close()
+            if isinstance(error, ConnectionRefusedError):
+                fleet.outcomes["refused"] += 1
+            elif isinstance(error, TimeoutError):
+                fleet.outcomes["connect_timeout"] += 1
+            else:
+                fleet.outcomes[f"connect_error_{type(error).__name__}"] += 1
             self._failed(f"connect: {error!r}")
+            return
+        self.connected_at = time.monotonic()
+        fleet.outcomes[connect_outcome(self.connected_at - self.attempt_started)] += 1
+        try:
+            await loop.create_connection(lambda: self, sock=sock)
+        except OSError as error:
+            # The transport took the descriptor and closed it (uvloop closes it with its handle when the
+            # connection is reset before it is made): closing the socket object too would close whatever
+            # socket has reused that number meanwhile (seen in a storm: other clients' attempts failing
+            # with EBADF and stranded). detach() forgets the number without closing it.
+            sock.detach()
+            fleet.outcomes[f"made_error_{type(error).__name__}"] += 1
+            self._failed(f"connection: {error!r}")
             return
         # Connected: the ack must come within the rest of the attempt's time, or the attempt is dropped.
         loop.call_later(fleet.attempt_timeout, self._expire, self.generation)
 
     def _expire(self, generation: int) -> None:
         if generation == self.generation and not self.live and self.transport is not None:
+            self.ending = "ack_timeout"
             self.transport.abort()  # connection_lost schedules the retry
 
     def _failed(self, why: str) -> None:
@@ -167,6 +214,8 @@ class ResumingClient(asyncio.Protocol):
             self.reconnects += 1
             self.start()  # the first try of a lost connection is at once: jitter comes with its failures
         elif not self.stopped:
+            lost = "lost_before_ack" if self.upgraded else "lost_before_upgrade"
+            self.fleet.outcomes[self.ending or f"{lost}_{'eof' if exc is None else type(exc).__name__}"] += 1
             self.fleet.failures += 1
             self._settled()
             self._retry()
@@ -189,9 +238,11 @@ class ResumingClient(asyncio.Protocol):
         lines = head.split(b"\r\n")
         accept = base64.b64encode(hashlib.sha1(self.key + _GUID).digest())  # noqa: S324 - RFC 6455
         if not lines[0].startswith(b"HTTP/1.1 101") or accept not in head:
+            self.ending = "http_503" if lines[0].startswith(b"HTTP/1.1 503") else "http_other"
             self._refused(f"upgrade refused: {lines[0][:100]!r}")
             return False
         self.upgraded = True
+        self.upgraded_at = time.monotonic()
         message: dict[str, object] = {"type": "subscribe", "channel": self.fleet.channel}
         if self.since is not None:
             message["since"] = str(self.since)
@@ -249,6 +300,9 @@ class ResumingClient(asyncio.Protocol):
                 self.since = int(since[1])
             self.live = True
             self.live_at = time.time()
+            self.connect_s = self.connected_at - self.attempt_started
+            self.wait_s = self.upgraded_at - self.connected_at
+            self.fleet.outcomes["live"] += 1
             self.tries = 0
             self._settled()
         elif frame.startswith(b'{"type":"error"'):
@@ -256,6 +310,7 @@ class ResumingClient(asyncio.Protocol):
                 self.fleet.refusals += 1
                 self.fleet.note_error(f"error frame: {frame[:200]!r}")
             else:
+                self.ending = "error_frame"
                 self._refused(f"error frame: {frame[:200]!r}")
 
     def _send(self, opcode: int, body: bytes) -> None:

@@ -8,7 +8,10 @@ the last change id it received (or the one its first ack named). Once the writer
 (the sentinel) is committed; when every client has it, each client's record is judged against the
 table's rows: every change exactly once, in order. Figures: time from the kill until all are live again
 (and the restart's share of it), attempts, the database's load over the storm (pg_stat_database deltas
-per second, against the same before the kill) and the new instance's replay counters (/metrics).
+per second, against the same before the kill) and the new instance's replay counters (/metrics); and
+what the kernel did with the connections (bench/listen_queue.py: the accept queue's length sampled, the
+TCP counters' growth, each attempt's outcome, and how long the attempts that went live spent in connect(),
+where a dropped SYN waits for its retransmission).
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import statistics
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 
-from bench import harness, scale, sources, workers, writer
-from bench.fleet import FleetPool
+from bench import harness, listen_queue, scale, sources, workers, writer
+from bench.fleet import FleetPool, Status, Verdict
 from bench.measure import Bench
+from bench.resuming import SYN_RETRIES_AT
 from bench.scenarios.base import Row, RunResult, Scenario, Size, Target
 
 TABLE = "bench_storm"
@@ -85,13 +91,19 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         sampler = scale.CounterSampler(bench.dsn)
         stack.callback(sampler.stop)
         clients_cpu, machine = fleet.cpu_seconds(), harness.machine_cpu_times()
+        outcomes_before = _outcomes(fleet.status())
+        tcp_before = listen_queue.counters()
         killed_at, killed_mono = time.time(), time.monotonic()
         os.kill(first.pid, signal.SIGKILL)
+        queue = listen_queue.QueueSampler(first.port, killed_mono)  # after the kill: the new server's
+        stack.callback(queue.stop)
         second = stack.enter_context(
             harness.running_server(bench.dsn, bench.work_dir / "storm-second.log", env, port=first.port)
         )
         ready_s = time.time() - killed_at
         live = fleet.wait_live(params.live_timeout)
+        tcp_after = listen_queue.counters()
+        queue.stop()
         # The new server's CPU is all storm (and its start); the old one's died with it.
         load = _storm_cpu(sum(second.cpu_seconds()), fleet.cpu_seconds() - clients_cpu, machine, killed_mono)
         sampler.stop()
@@ -102,6 +114,7 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         first_row, last_row, count, total = scale.log_rows(bench.dsn, TABLE)
         verdicts = fleet.verdicts(first_row, last_row, count, total, killed_at)
         status = fleet.status()
+        outcomes = _outcomes(status) - outcomes_before
         fleet.close()  # before the servers stop: their clients would only reconnect meanwhile
     live_times = sorted(t - killed_at for t in scale.joined(verdicts, "live_at"))
     counts = scale.merged(verdicts)
@@ -138,6 +151,10 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         **scale.database_load(at_kill, all_live, "storm_db_"),
         **load,
         **scale.client_figures(status),
+        **listen_queue.grown(tcp_before, tcp_after, "storm_"),
+        **queue.figures(),
+        **{f"storm_attempts_{name}": float(n) for name, n in sorted(outcomes.items())},
+        **_live_attempts(verdicts, killed_at),
     }
     details = {
         "live_curve": scale.curve(live_times),
@@ -146,6 +163,8 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
             (s["at"] - killed_mono, s["xact_commit"] - at_kill["xact_commit"]) for s in sampler.samples
         ],
         "kernel": sources.kernel_limits(),
+        # (seconds since the kill, connections waiting in the accept queue), every 0.1 s
+        "listen_queue": queue.samples,
         "fd_note": workers.fd_limit_note(SIZES[size].clients),
         "source_addresses": len(addresses),
         "client_errors": [e for s in status for e in s.errors][:10],
@@ -153,6 +172,37 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         "payload_bytes": writer.SMALL_PAYLOAD,
     }
     return RunResult(figures, {}, details)
+
+
+def _outcomes(status: list[Status]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for s in status:
+        total.update(s.outcomes)
+    return total
+
+
+def _live_attempts(verdicts: list[Verdict], killed_at: float) -> dict[str, float]:
+    """How the attempts that went live spent their time, for the first and the second half of the
+    clients to be live again: in connect() (a second or more: the SYN was dropped and sent again), and
+    from connect()'s return to the 101 (waiting in the server)."""
+    attempts = sorted(
+        (live - killed_at, connect, wait)
+        for v in verdicts
+        for live, connect, wait in zip(v.live_at, v.connect_s, v.wait_s, strict=True)
+    )
+    figures: dict[str, float] = {}
+    middle = len(attempts) // 2
+    for name, part in (("first_half", attempts[:middle]), ("second_half", attempts[middle:])):
+        if not part:
+            continue
+        connects = [c for _, c, _ in part]
+        waits = sorted(w for _, _, w in part)
+        figures[f"live_{name}_syn_resent"] = float(sum(c >= SYN_RETRIES_AT[0] for c in connects))
+        figures[f"live_{name}_connect_p50_s"] = statistics.median(connects)
+        figures[f"live_{name}_connect_max_s"] = max(connects)
+        figures[f"live_{name}_wait_p50_s"] = waits[len(waits) // 2]
+        figures[f"live_{name}_wait_p90_s"] = waits[int(len(waits) * 0.9)]
+    return figures
 
 
 def _storm_cpu(server: float, clients: float, machine: tuple[float, float], since: float) -> dict[str, float]:
@@ -183,6 +233,19 @@ def rows(size: Size) -> list[Row]:
         Row("", "first client live again", "first_live_s", "{:.1f}", "s"),
         Row("", "half live again", "half_live_s", "{:.1f}", "s"),
         Row("", "attempts per client", "attempts_per_client", "{:.1f}"),
+        Row(
+            "",
+            "SYNs dropped at the full accept queue (TcpExtListenOverflows)",
+            "storm_TcpExtListenOverflows",
+            "{:,.0f}",
+        ),
+        Row(
+            "",
+            "second half live: connect() waited for a SYN resent",
+            "live_second_half_syn_resent",
+            "{:,.0f}",
+        ),
+        Row("", "accept queue: longest sampled (backlog)", "listen_queue_max", "{:,.0f}"),
         Row("", "clients with every change once", "exact_clients", "{:,.0f}"),
         Row("", "live clients that lost a change", "lost_clients", "{:,.0f}", "", Target("<=", 0, "0")),
         Row(

@@ -306,7 +306,15 @@ class ResumingClient(asyncio.Protocol):
             self.tries = 0
             self._settled()
         elif frame.startswith(b'{"type":"error"'):
-            if self.live:  # the connection stays: counted and kept for the report
+            if self.live and b'"subscribe_failed"' in frame:
+                # The subscription was dropped after its ack (its replay could not read the log: the
+                # database was busy): subscribe again from `since` after a backoff, as the SDKs do, by
+                # reconnecting. Counted as an attempt that failed.
+                self.live = False
+                self.fleet.pending += 1
+                self.ending = "dropped_after_ack"
+                self._refused(f"error frame after the ack: {frame[:200]!r}")
+            elif self.live:  # the connection stays: counted and kept for the report
                 self.fleet.refusals += 1
                 self.fleet.note_error(f"error frame: {frame[:200]!r}")
             else:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,8 +40,7 @@ WHERE datname = current_database()
 
 
 def _ticks(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(harness.process_cpu_seconds(pid))
 
 
 async def _consume(url: str, changes: int) -> dict[str, float]:

@@ -18,7 +18,6 @@ import os
 import statistics
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -78,8 +77,7 @@ def _database(admin_url: str, revision: str) -> Iterator[str]:
 
 
 def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(harness.process_cpu_seconds(pid))
 
 
 def _measure(url: str, statement: str, params: Any, seconds: float) -> tuple[float, float, Any]:

@@ -36,7 +36,7 @@ from bench.harness import Server
 from bench.measure import Bench
 from bench.placement import Layout
 from bench.scenarios.base import Row, RunResult, Scenario, Size, Target
-from bench.scenarios.idle100k import HEARTBEAT_INTERVAL, idle_cost
+from bench.scenarios.idle100k import HEARTBEAT_INTERVAL, Delivery, idle_cost
 
 TABLE = "bench_spread100k"
 ENV = {"REALTIME_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL)}  # every instance's, as idle100k's server
@@ -139,12 +139,6 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         "params": asdict(params),
     }
     return RunResult(figures, {}, {**details, "delivery_cdf_ms": delivery.cdf})
-
-
-@dataclass(frozen=True)
-class Delivery:
-    figures: dict[str, float | None]
-    cdf: list[float]
 
 
 def _one_change_to_all(

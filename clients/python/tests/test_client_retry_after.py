@@ -59,7 +59,9 @@ def test_a_frames_retry_after_is_a_number_of_seconds_or_nothing() -> None:
     assert frame_retry_after(1) == 1.0
     assert frame_retry_after(0.25) == 0.25
     assert frame_retry_after(10**9) == MAX_RETRY_AFTER
-    for garbage in [None, -1, "1", True, math.nan, math.inf, [1], {"s": 1}]:
+    assert frame_retry_after(10**400) == MAX_RETRY_AFTER
+    assert frame_retry_after(math.inf) == MAX_RETRY_AFTER
+    for garbage in [None, -1, -math.inf, "1", True, math.nan, [1], {"s": 1}]:
         assert frame_retry_after(garbage) is None, garbage
 
 

@@ -52,9 +52,10 @@ def frame_retry_after(value: object) -> float | None:
     anything else is no hint (never an error: a hint must not break the client)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if not math.isfinite(value) or value < 0:
+    if (isinstance(value, float) and math.isnan(value)) or value < 0:
         return None
-    return min(MAX_RETRY_AFTER, float(value))
+    # Compared before float(): JSON's integers have no bound, and a huge one would overflow a float.
+    return MAX_RETRY_AFTER if value >= MAX_RETRY_AFTER else float(value)
 
 
 def wait(hint: float | None, jitter: float) -> float:

@@ -131,7 +131,7 @@ function parseRetryAfter(value, nowMs) {
   return Math.min(MAX_RETRY_AFTER_MS, Math.max(0, at - nowMs));
 }
 function frameRetryAfter(value) {
-  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) return null;
+  if (typeof value !== "number" || Number.isNaN(value) || value < 0) return null;
   return Math.min(MAX_RETRY_AFTER_MS, value * 1e3);
 }
 function onRefusal(socket, refused) {

@@ -27,7 +27,7 @@ export function parseRetryAfter(value: string | null | undefined, nowMs: number)
 
 /** The `retry_after` of an error frame (seconds) in ms; anything but a non-negative number is no hint. */
 export function frameRetryAfter(value: unknown): number | null {
-  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) return null;
+  if (typeof value !== "number" || Number.isNaN(value) || value < 0) return null;
   return Math.min(MAX_RETRY_AFTER_MS, value * 1000);
 }
 

@@ -132,5 +132,6 @@ test("Retry-After: delay-seconds or an HTTP-date from now; garbage and negatives
   assert.equal(frameRetryAfter(1), 1000);
   assert.equal(frameRetryAfter(0.25), 250);
   assert.equal(frameRetryAfter(1e9), MAX_RETRY_AFTER_MS);
-  for (const garbage of [undefined, null, -1, "1", true, NaN, Infinity, [1]]) assert.equal(frameRetryAfter(garbage), null);
+  assert.equal(frameRetryAfter(Infinity), MAX_RETRY_AFTER_MS);
+  for (const garbage of [undefined, null, -1, -Infinity, "1", true, NaN, [1]]) assert.equal(frameRetryAfter(garbage), null);
 });

@@ -175,6 +175,14 @@ class Settings(BaseSettings):
         description="Subscribes waiting for their database check at once; past it, a subscribe is refused "
         "at once with subscribe_failed (clients retry with backoff) instead of queueing.",
     )
+    realtime_retry_after_seconds: int = Field(
+        default=1,
+        ge=0,
+        le=3600,
+        description="What a client refused for load is told to wait before retrying: the Retry-After of the "
+        "HTTP 503 past REALTIME_MAX_CONNECTIONS, the retry_after of subscribe_failed past "
+        "REALTIME_MAX_PENDING_SUBSCRIBES (the SDKs add their jitter on top).",
+    )
     realtime_token_cache_size: int = Field(
         default=100_000,
         ge=0,

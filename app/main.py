@@ -178,7 +178,10 @@ def create_app(settings: Settings) -> FastAPI:
             max_depth=settings.realtime_max_filter_depth,
         )
         channels = ChannelKinds(
-            TableChannels(hub, feed, replayer, tables, rls, pool, filter_limits), broadcasts
+            TableChannels(
+                hub, feed, replayer, tables, rls, pool, filter_limits, settings.realtime_retry_after_seconds
+            ),
+            broadcasts,
         )
         capture: LogicalCapture | None = None
         slot_monitor: SlotMonitor | None = None

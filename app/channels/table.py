@@ -42,7 +42,10 @@ class TableChannels:
         rls: RowSecurity,
         pool: AsyncConnectionPool,
         filter_limits: FilterLimits,
+        retry_after: int = 1,
     ) -> None:
+        """`retry_after`: the seconds a subscribe refused for load is told to wait (its `retry_after`)."""
+        self._retry_after = retry_after
         self._pool = pool
         self._filter_limits = filter_limits
         self._columns = TableColumns()
@@ -89,16 +92,7 @@ class TableChannels:
             try:
                 now = await self._feed.sequence()
             except Busy:
-                hub.offer_to(
-                    [subscriber],
-                    protocol.encode_error(
-                        BUSY,
-                        ref=request.ref,
-                        channel=name,
-                        code="subscribe_failed",
-                        subscription=options.subscription,
-                    ),
-                )
+                hub.offer_to([subscriber], self._busy(request))
                 return
             except Exception:
                 log.exception("subscribe_failed channel=%s", name)
@@ -186,6 +180,18 @@ class TableChannels:
             ),
         )
 
+    def _busy(self, request: protocol.ChannelRequest) -> str:
+        """The refusal of a subscribe over REALTIME_MAX_PENDING_SUBSCRIBES: subscribe_failed, with how long
+        to wait before subscribing again (the SDKs add their jitter to it)."""
+        return protocol.encode_error(
+            BUSY,
+            ref=request.ref,
+            channel=request.channel.name,
+            code="subscribe_failed",
+            subscription=request.options.subscription,
+            retry_after=self._retry_after,
+        )
+
     async def _refusal(
         self, channel: TableChannel, request: protocol.ChannelRequest, subscriber: Subscriber
     ) -> tuple[str | None, TableAccess | None]:
@@ -199,7 +205,7 @@ class TableChannels:
             partition = status is TableStatus.PARTITION
             through = await self._tables.captured_through(channel) if partition else None
         except Busy:
-            return protocol.encode_error(BUSY, ref=request.ref, channel=name, code="subscribe_failed"), None
+            return self._busy(request), None
         except Exception:
             log.exception("table_status_failed")
             return protocol.encode_error(

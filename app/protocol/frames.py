@@ -51,7 +51,9 @@ def encode_error(
     channel: str | None = None,
     code: str | None = None,
     subscription: str | None = None,
+    retry_after: int | None = None,
 ) -> str:
+    """`retry_after`: seconds the client should wait before trying again (a refusal for load)."""
     message: dict[str, object] = {"type": "error", "error": error}
     if channel is not None:
         message["channel"] = channel
@@ -59,6 +61,8 @@ def encode_error(
         message["subscription"] = subscription
     if code is not None:
         message["code"] = code
+    if retry_after is not None:
+        message["retry_after"] = retry_after
     if ref is not None:
         message["ref"] = ref
     return _dumps(message)

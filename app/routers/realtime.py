@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import protocol
+from app.config import Settings
 from app.connection import CLOSE_POLICY_VIOLATION, AsgiSocket, Connection
 from app.deps import ServicesDep
 from app.services.auth import ANONYMOUS, AuthError, Principal
@@ -20,8 +21,6 @@ from app.wire import FRAME_WRITER, FrameWriter
 router = APIRouter()
 
 CLOSE_TRY_AGAIN_LATER = 1013
-# What a client refused for capacity is told to wait (both SDKs back off with jitter from there).
-RETRY_AFTER_SECONDS = 1
 
 
 REALTIME_PATH = "/realtime"
@@ -51,7 +50,7 @@ async def realtime_socket(websocket: WebSocket, services: Services) -> None:
     # Past capacity, the refusal comes before the upgrade and costs nothing more: a storm of clients gets
     # fast 503s it retries after a backoff, rather than timeouts for everyone.
     if not services.limits.enter():
-        await _deny_capacity(websocket, services.settings.realtime_max_connections)
+        await _deny_capacity(websocket, services.settings)
         return
     try:
         connection = await _admit(websocket, services)
@@ -98,16 +97,19 @@ async def _admit(websocket: WebSocket, services: Services) -> Connection | None:
     return connection
 
 
-async def _deny_capacity(websocket: WebSocket, limit: int) -> None:
+async def _deny_capacity(websocket: WebSocket, settings: Settings) -> None:
     """HTTP 503 with Retry-After instead of the upgrade (close 1013, try again later, after it on a
-    server without the denial extension)."""
+    server without the denial extension). Both SDKs wait at least the Retry-After, plus their jitter."""
+    limit = settings.realtime_max_connections
     body = {
         "error": f"the server is at capacity ({limit} connections): retry after a backoff",
         "code": "unavailable",
     }
     try:
         await websocket.send_denial_response(
-            JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            JSONResponse(
+                body, status_code=503, headers={"Retry-After": str(settings.realtime_retry_after_seconds)}
+            )
         )
     except RuntimeError:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):

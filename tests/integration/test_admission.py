@@ -40,7 +40,8 @@ async def test_past_max_connections_a_client_gets_503_with_retry_after_before_th
     database_url: str, table: str
 ) -> None:
     channel = f"table:public.{table}"
-    with ServerThread(make_settings(database_url, realtime_max_connections=5)) as server:
+    settings = make_settings(database_url, realtime_max_connections=5, realtime_retry_after_seconds=7)
+    with ServerThread(settings) as server:
         async with httpx.AsyncClient(base_url=server.http_url) as http, contextlib.AsyncExitStack() as stack:
             clients = [await stack.enter_async_context(realtime_client(server.ws_url)) for _ in range(5)]
             for client in clients:
@@ -50,7 +51,7 @@ async def test_past_max_connections_a_client_gets_503_with_retry_after_before_th
                     pass
             response = refused.value.response
             assert response.status_code == 503
-            assert response.headers["Retry-After"] == "1"
+            assert response.headers["Retry-After"] == "7"
             assert b"at capacity" in response.body
             metrics = await scrape(http)
             assert value(metrics, P + "connections_rejected_total", reason="capacity") == 1
@@ -92,6 +93,7 @@ async def test_past_max_pending_subscribes_a_subscribe_is_refused_at_once_then_s
                     refused, waiting = await _first_answer(clients[1], clients[2])
                     assert refused["type"] == "error" and refused["code"] == "subscribe_failed", refused
                     assert "too many subscribes are waiting" in refused["error"]
+                    assert refused["retry_after"] == 1  # REALTIME_RETRY_AFTER_SECONDS' default
                 finally:
                     await holder.execute(SEQUENCER_UNLOCK)
                 for client in (clients[0], waiting):

@@ -118,16 +118,44 @@ function add(map, key, value) {
   set.add(value);
 }
 
+// ../typescript/src/retryafter.ts
+var MAX_RETRY_AFTER_MS = 6e4;
+var HTTP_DATE = /^[A-Za-z]{3},\s+\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\s+\d{2}:\d{2}:\d{2}\s+(GMT|UTC|[+-]\d{4})$/;
+function parseRetryAfter(value, nowMs) {
+  if (typeof value !== "string") return null;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Math.min(MAX_RETRY_AFTER_MS, Number(text) * 1e3);
+  if (!HTTP_DATE.test(text)) return null;
+  const at = Date.parse(text);
+  if (Number.isNaN(at)) return null;
+  return Math.min(MAX_RETRY_AFTER_MS, Math.max(0, at - nowMs));
+}
+function frameRetryAfter(value) {
+  if (typeof value !== "number" || Number.isNaN(value) || value < 0) return null;
+  return Math.min(MAX_RETRY_AFTER_MS, value * 1e3);
+}
+function onRefusal(socket, refused) {
+  const emitter = socket;
+  if (typeof emitter.once !== "function" || typeof emitter.close !== "function") return;
+  emitter.once("unexpected-response", (_request, response) => {
+    const header = response?.headers?.["retry-after"];
+    refused(parseRetryAfter(Array.isArray(header) ? header[0] : header, Date.now()));
+    emitter.close();
+  });
+}
+
 // ../typescript/src/messages.ts
 var RealtimeError = class _RealtimeError extends Error {
-  constructor(message, code, channel) {
+  constructor(message, code, channel, retryAfterMs) {
     super(message);
     this.name = "RealtimeError";
     this.code = code;
     this.channel = channel;
+    this.retryAfterMs = retryAfterMs;
   }
   static from(frame) {
-    return new _RealtimeError(String(frame.error ?? "error"), frame.code, frame.channel);
+    const retryAfterMs = frameRetryAfter(frame.retry_after) ?? void 0;
+    return new _RealtimeError(String(frame.error ?? "error"), frame.code, frame.channel, retryAfterMs);
   }
 };
 
@@ -473,11 +501,12 @@ var Subscription = class {
         this.state = "idle";
         if (error instanceof RealtimeError && error.code === CONNECTION_CLOSED) return;
         this.emit("error", error);
-        if (!this.everAcked) {
+        const retryAfterMs = error instanceof RealtimeError ? error.retryAfterMs : void 0;
+        if (!this.everAcked && retryAfterMs === void 0) {
           for (const waiter of this.waiters.splice(0)) waiter.reject(error);
           return;
         }
-        this.scheduleRetry();
+        this.scheduleRetry(retryAfterMs);
       }
     }).catch(() => void 0);
   }
@@ -548,7 +577,7 @@ var Subscription = class {
       case "subscribe_failed":
         this.emit("error", error);
         if (this.state === "subscribed") this.state = "idle";
-        this.scheduleRetry();
+        this.scheduleRetry(error.retryAfterMs);
         return;
       case "forbidden":
         if (this.state === "subscribed") {
@@ -594,12 +623,13 @@ var Subscription = class {
       }
     );
   }
-  scheduleRetry() {
+  /** Subscribe again after a backoff, on top of the `retryAfterMs` a refusal for load asked for. */
+  scheduleRetry(retryAfterMs = 0) {
     if (this.retryTimer !== null || this.state === "ended") return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       this.subscribe();
-    }, this.transport.retryDelay(this.retries++));
+    }, retryAfterMs + this.transport.retryDelay(this.retries++));
   }
   clearRetry() {
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
@@ -637,6 +667,8 @@ var RealtimeClient = class {
     this.refresh = null;
     this.lastFrameAt = 0;
     this.tokenExpired = false;
+    /** The Retry-After of the current attempt's refused handshake (readable with `ws` only), in ms. */
+    this.refusedRetryAfterMs = null;
     this.currentToken = null;
     this.outbox = null;
     this.onOnline = () => this.reconnectNow();
@@ -712,6 +744,10 @@ var RealtimeClient = class {
       return;
     }
     this.socket = socket;
+    this.refusedRetryAfterMs = null;
+    onRefusal(socket, (ms) => {
+      if (generation === this.generation) this.refusedRetryAfterMs = ms;
+    });
     this.lastFrameAt = Date.now();
     this.startWatchdog();
     socket.onopen = () => generation === this.generation && this.opened(generation);
@@ -755,8 +791,10 @@ var RealtimeClient = class {
     this.requests.failAll(error);
     for (const subscription of this.subscriptions.values()) subscription.closed();
     if (!this.wanted) return;
-    const delay = this.tokenExpired ? 0 : backoffDelay(this.attempt++, this.options.backoff, this.options.random);
+    const retryAfter = this.refusedRetryAfterMs ?? 0;
+    const delay = this.tokenExpired ? 0 : retryAfter + backoffDelay(this.attempt++, this.options.backoff, this.options.random);
     this.tokenExpired = false;
+    this.refusedRetryAfterMs = null;
     this.setStatus("closed", { code, reason, retryInMs: delay });
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;

@@ -8,6 +8,7 @@ import { RealtimeError, type ServerFrame } from "./messages.js";
 import { Outbox } from "./outbox.js";
 import { TokenRefresh } from "./refresh.js";
 import { Requests } from "./requests.js";
+import { onRefusal } from "./retryafter.js";
 import {
   CONNECTION_CLOSED,
   Subscription,
@@ -43,6 +44,8 @@ export class RealtimeClient implements Transport {
   private refresh: TokenRefresh | null = null;
   private lastFrameAt = 0;
   private tokenExpired = false;
+  /** The Retry-After of the current attempt's refused handshake (readable with `ws` only), in ms. */
+  private refusedRetryAfterMs: number | null = null;
   private currentToken: string | null = null;
   private outbox: Outbox | null = null;
   private readonly onOnline = () => this.reconnectNow();
@@ -133,6 +136,10 @@ export class RealtimeClient implements Transport {
       return;
     }
     this.socket = socket;
+    this.refusedRetryAfterMs = null;
+    onRefusal(socket, (ms) => {
+      if (generation === this.generation) this.refusedRetryAfterMs = ms;
+    });
     // From here on, silence of 2.5 heartbeats means a dead connection, whether it is still connecting
     // (a handshake that never completes) or open.
     this.lastFrameAt = Date.now();
@@ -181,9 +188,14 @@ export class RealtimeClient implements Transport {
     this.requests.failAll(error);
     for (const subscription of this.subscriptions.values()) subscription.closed();
     if (!this.wanted) return;
-    // After an expiry the token source is asked for a new token at once; otherwise back off.
-    const delay = this.tokenExpired ? 0 : backoffDelay(this.attempt++, this.options.backoff, this.options.random);
+    // After an expiry the token source is asked for a new token at once; otherwise back off, on top of
+    // what a server that refused the handshake for load asked for (Retry-After).
+    const retryAfter = this.refusedRetryAfterMs ?? 0;
+    const delay = this.tokenExpired
+      ? 0
+      : retryAfter + backoffDelay(this.attempt++, this.options.backoff, this.options.random);
     this.tokenExpired = false;
+    this.refusedRetryAfterMs = null;
     this.setStatus("closed", { code, reason, retryInMs: delay });
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;

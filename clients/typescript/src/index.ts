@@ -21,6 +21,7 @@ export type { ChannelStatus, SubscribeOptions } from "./subscription.js";
 export { RealtimeError } from "./messages.js";
 export type { BroadcastMessage, Change, ChangeType, PresenceEntry, PresenceState } from "./messages.js";
 export { backoffCeiling, backoffDelay, DEFAULT_BACKOFF } from "./backoff.js";
+export { frameRetryAfter, MAX_RETRY_AFTER_MS, parseRetryAfter } from "./retryafter.js";
 export type { BackoffOptions } from "./backoff.js";
 export { isAfter, topLevelId, frameId } from "./ids.js";
 export type { ChangeId } from "./ids.js";

@@ -1,6 +1,7 @@
 /** The frames of the fluxbase-realtime protocol, as the client sees them (see the server's docs/protocol.md). */
 
 import type { ChangeId } from "./ids.js";
+import { frameRetryAfter } from "./retryafter.js";
 
 export type Ref = string;
 export type ChangeType = "INSERT" | "UPDATE" | "DELETE" | "TRUNCATE";
@@ -61,15 +62,20 @@ export interface ServerFrame {
 export class RealtimeError extends Error {
   readonly code: string | undefined;
   readonly channel: string | undefined;
+  /** A refusal for load (`subscribe_failed` with `retry_after`): how long the server asked the client to
+   * wait before trying again, in ms. */
+  readonly retryAfterMs: number | undefined;
 
-  constructor(message: string, code?: string, channel?: string) {
+  constructor(message: string, code?: string, channel?: string, retryAfterMs?: number) {
     super(message);
     this.name = "RealtimeError";
     this.code = code;
     this.channel = channel;
+    this.retryAfterMs = retryAfterMs;
   }
 
   static from(frame: ServerFrame): RealtimeError {
-    return new RealtimeError(String(frame.error ?? "error"), frame.code, frame.channel);
+    const retryAfterMs = frameRetryAfter(frame.retry_after) ?? undefined;
+    return new RealtimeError(String(frame.error ?? "error"), frame.code, frame.channel, retryAfterMs);
   }
 }

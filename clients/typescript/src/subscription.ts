@@ -141,12 +141,15 @@ export class Subscription {
         this.state = "idle";
         if (error instanceof RealtimeError && error.code === CONNECTION_CLOSED) return; // resent on open
         this.emit("error", error);
-        if (!this.everAcked) {
+        // A refusal for load says when to come back (retry_after): not a refusal for good, even at the
+        // first subscribe.
+        const retryAfterMs = error instanceof RealtimeError ? error.retryAfterMs : undefined;
+        if (!this.everAcked && retryAfterMs === undefined) {
           // Refused at the first subscribe: the application hears it from subscribe()'s promise.
           for (const waiter of this.waiters.splice(0)) waiter.reject(error);
           return;
         }
-        this.scheduleRetry();
+        this.scheduleRetry(retryAfterMs);
       },
     }).catch(() => undefined);
   }
@@ -225,7 +228,7 @@ export class Subscription {
       case "subscribe_failed":
         this.emit("error", error);
         if (this.state === "subscribed") this.state = "idle";
-        this.scheduleRetry();
+        this.scheduleRetry(error.retryAfterMs);
         return;
       case "forbidden":
         if (this.state === "subscribed") {
@@ -276,12 +279,13 @@ export class Subscription {
     );
   }
 
-  private scheduleRetry(): void {
+  /** Subscribe again after a backoff, on top of the `retryAfterMs` a refusal for load asked for. */
+  private scheduleRetry(retryAfterMs = 0): void {
     if (this.retryTimer !== null || this.state === "ended") return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       this.subscribe();
-    }, this.transport.retryDelay(this.retries++));
+    }, retryAfterMs + this.transport.retryDelay(this.retries++));
   }
 
   private clearRetry(): void {

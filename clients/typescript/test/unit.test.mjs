@@ -6,7 +6,10 @@ import {
   backoffDelay,
   DEFAULT_BACKOFF,
   frameId,
+  frameRetryAfter,
   isAfter,
+  MAX_RETRY_AFTER_MS,
+  parseRetryAfter,
   Presence,
   refreshDelay,
   tokenExpiresAt,
@@ -109,4 +112,26 @@ test("the outbox sends a burst of perSecond at once, then paces the rest", async
   now = 10_000;
   await new Promise((resolve) => setTimeout(resolve, 250));
   assert.equal(sent.length, 7, "cleared frames are never sent");
+});
+
+test("Retry-After: delay-seconds or an HTTP-date from now; garbage and negatives are no hint; capped", () => {
+  const now = Date.parse("2026-12-07T14:00:00Z");
+  assert.equal(parseRetryAfter("1", now), 1000);
+  assert.equal(parseRetryAfter(" 30 ", now), 30_000);
+  assert.equal(parseRetryAfter("0", now), 0);
+  assert.equal(parseRetryAfter("Mon, 07 Dec 2026 14:00:05 GMT", now), 5000);
+  assert.equal(parseRetryAfter("Mon, 07 Dec 2026 15:00:05 +0100", now), 5000);
+  assert.equal(parseRetryAfter("Mon, 07 Dec 2026 13:59:00 GMT", now), 0, "a date in the past: no wait");
+  for (const garbage of [undefined, null, "", "soon", "-5", "1.5", "1e3", "0x10", "12 apples", "2026-12-07", "Mon, 99 Foo 2026"]) {
+    assert.equal(parseRetryAfter(garbage, now), null, String(garbage));
+  }
+  assert.equal(parseRetryAfter("3600", now), MAX_RETRY_AFTER_MS);
+  assert.equal(parseRetryAfter("9".repeat(5000), now), MAX_RETRY_AFTER_MS);
+  assert.equal(parseRetryAfter("Fri, 01 Jan 9999 00:00:00 GMT", now), MAX_RETRY_AFTER_MS);
+  // A frame's retry_after (seconds) in ms.
+  assert.equal(frameRetryAfter(1), 1000);
+  assert.equal(frameRetryAfter(0.25), 250);
+  assert.equal(frameRetryAfter(1e9), MAX_RETRY_AFTER_MS);
+  assert.equal(frameRetryAfter(Infinity), MAX_RETRY_AFTER_MS);
+  for (const garbage of [undefined, null, -1, -Infinity, "1", true, NaN, [1]]) assert.equal(frameRetryAfter(garbage), null);
 });

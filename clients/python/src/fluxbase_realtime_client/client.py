@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -24,6 +25,7 @@ from fluxbase_realtime_client.errors import ClientClosed, ConnectionLost, Server
 from fluxbase_realtime_client.messages import BROADCAST_PREFIX, TABLE_PREFIX, Ack, Error, Ref
 from fluxbase_realtime_client.pacing import TokenBucket
 from fluxbase_realtime_client.requests import SubscribeOptions, as_tuple, encode_unsubscribe
+from fluxbase_realtime_client.retry_after import refused_retry_after, wait
 from fluxbase_realtime_client.session import Reply, Session
 from fluxbase_realtime_client.streams import BroadcastChannel, ChangeStream, Stream, StreamKey
 from fluxbase_realtime_client.tokens import DEFAULT_REFRESH_MARGIN, Token, TokenSource, token_expiry
@@ -270,6 +272,7 @@ class RealtimeClient:
             while True:
                 self._set_status("connecting")
                 delay_first = True
+                retry_after: float | None = None  # what a refusal of the handshake asked for
                 try:
                     token = await self._token_for_connect()
                     headers = {"Authorization": f"Bearer {token}"} if token is not None else None
@@ -287,7 +290,9 @@ class RealtimeClient:
                     self._fail_all(error)
                     return
                 except Exception as error:  # refused, unreachable, handshake timeout, token function
-                    log.info("connect_failed error=%s", type(error).__name__)
+                    # A server at capacity (HTTP 503) says how long to stay away: at least that long.
+                    retry_after = refused_retry_after(error, datetime.now(UTC))
+                    log.info("connect_failed error=%s retry_after=%s", type(error).__name__, retry_after)
                 else:
                     self.connects += 1
                     session = Session(self, connection, token)
@@ -303,7 +308,7 @@ class RealtimeClient:
                     delay_first = not (outcome.token_expired and self.tokens.fresh and attempt == 0)
                 self._set_status("connecting")
                 if delay_first:
-                    await asyncio.sleep(self.backoff.delay(attempt))
+                    await asyncio.sleep(wait(retry_after, self.backoff.delay(attempt)))
                 attempt += 1
         finally:
             self.session = None

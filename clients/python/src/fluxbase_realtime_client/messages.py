@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluxbase_realtime_client.retry_after import frame_retry_after
+
 Ref = str | int
 Record = dict[str, Any]
 
@@ -45,6 +47,8 @@ class Error:
     channel: str | None = None
     ref: Ref | None = None
     subscription: str | None = None
+    # Seconds to wait before trying again, when the server refused for load (subscribe_failed).
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,7 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
             channel=_optional_str(message, "channel"),
             ref=_ref(message),
             subscription=_optional_str(message, "subscription"),
+            retry_after=frame_retry_after(message.get("retry_after")),
         )
     if kind == "broadcast":
         channel = _str(message, "channel")

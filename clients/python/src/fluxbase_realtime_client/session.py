@@ -32,6 +32,7 @@ from fluxbase_realtime_client.messages import (
     parse_server_message,
 )
 from fluxbase_realtime_client.requests import encode_access_token
+from fluxbase_realtime_client.retry_after import wait
 from fluxbase_realtime_client.streams import BroadcastChannel, ChangeStream, Stream
 from fluxbase_realtime_client.tokens import refresh_delay, token_expiry
 
@@ -163,7 +164,7 @@ class Session:
         elif error.code == "subscribe_failed":
             for stream in streams:  # the server dropped the subscription: subscribe again, from its point
                 stream.acked = False
-                client.spawn(self._retry(stream, 0))
+                client.spawn(self._retry(stream, 0, error.retry_after))
         elif error.code == "forbidden" and streams:
             for stream in streams:
                 client.detach(stream)
@@ -212,7 +213,7 @@ class Session:
                     stream.ever_acked and reply.code not in FATAL_CODES
                 )
                 if transient:
-                    client.spawn(self._retry(stream, retries))
+                    client.spawn(self._retry(stream, retries, reply.retry_after))
                 else:
                     client.detach(stream)
                     stream.fail(stream.refused(reply))
@@ -220,10 +221,11 @@ class Session:
         client.pending[ref] = answered
         await client.send(self.connection, stream.subscribe_frame(ref))
 
-    async def _retry(self, stream: Stream[Any], retries: int) -> None:
+    async def _retry(self, stream: Stream[Any], retries: int, retry_after: float | None = None) -> None:
+        """Subscribe again after a backoff, on top of the `retry_after` a refusal for load asked for."""
         stream.retrying = True
         try:
-            await asyncio.sleep(self.client.backoff.delay(retries))
+            await asyncio.sleep(wait(retry_after, self.client.backoff.delay(retries)))
         finally:
             stream.retrying = False
         await self.subscribe(stream, retries + 1)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families as parse
 from psycopg import sql
 from websockets.exceptions import ConnectionClosed
 
@@ -34,6 +35,9 @@ WORKERS = 3
 MIN_CLIENTS, MAX_CLIENTS = 6, 30
 SDK_CLIENTS = 6
 WAIT = 60.0  # a bound against hanging, never a measurement of speed
+# How long a request through the port waits before trying a new connection, when the kernel may have given
+# it to a stopped worker: well above the workers' own wait for a sibling (REALTIME_WORKER_TIMEOUT, 1 s).
+STUCK_BOUND = 3.0
 # The figures a worker sums over its siblings (app.workers.figures.SUMMED, those of trigger mode).
 SUMMED = (
     "connections",
@@ -203,6 +207,41 @@ async def _kill_a_worker_while_writing(
     finally:
         writer.stop()
         await writing
+
+
+async def test_a_worker_that_does_not_answer_is_reported_missing(instance: Instance) -> None:
+    server = instance.server
+    stuck = (await _until_stats(server, _all_up))["workers"][1]
+    os.kill(stuck["pid"], signal.SIGSTOP)
+    try:
+        # Asked through the port, whichever other worker answers reports the stuck one missing.
+        whole = await _answered(server, "/api/realtime/stats")
+        assert whole.json()["workers_missing"] == [1]
+        assert [w["worker"] for w in whole.json()["workers"]] == [0, 2]
+        exposition = (await _answered(server, "/metrics")).text
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value for f in parse(exposition) for s in f.samples
+        }
+        assert value(samples, "fluxbase_realtime_workers_up", worker="1") == 0
+        assert value(samples, "fluxbase_realtime_workers_up", worker="0") == 1
+        assert not any(
+            dict(labels).get("worker") == "1" for name, labels in samples if "workers_up" not in name
+        )
+    finally:
+        os.kill(stuck["pid"], signal.SIGCONT)
+    await _until_stats(server, _all_up)
+
+
+async def _answered(server: ServerProcess, path: str) -> httpx.Response:
+    """GET `path` through the port; a connection the kernel gave to the stopped worker is never answered, so
+    it is given up (after a bound, not a measurement) and tried again on a new connection."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            async with httpx.AsyncClient(base_url=server.http_url) as http:
+                with contextlib.suppress(httpx.TimeoutException):
+                    response = await http.get(path, timeout=STUCK_BOUND)
+                    assert response.status_code == 200, response.text
+                    return response
 
 
 async def test_sigterm_closes_every_client_with_1001_and_stops_every_worker(instance: Instance) -> None:

@@ -56,8 +56,13 @@ def serve_worker(spec: WorkerSpec, ready: Connection) -> None:
     # uvicorn shuts down on SIGTERM, then re-raises it: a normal exit (status 0) from there.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     place = spec.place
-    public = shared_listener(spec.host, spec.port)
-    private = private_listener(place.socket_path(place.index))
+    try:
+        public = shared_listener(spec.host, spec.port)
+        private = private_listener(place.socket_path(place.index))
+    except OSError as error:
+        # An operator's error (another program holds the port, say), told without a traceback.
+        log.error("worker_bind_failed index=%d port=%d error=%s", place.index, spec.port, error)
+        sys.exit(3)  # uvicorn's status for a failed startup
     app = create_app(settings, siblings=Siblings(place, settings.realtime_worker_timeout))
     # As in the single process (app.cli): what is loaded by now lives as long as the worker.
     gc.freeze()

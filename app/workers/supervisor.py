@@ -22,7 +22,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -54,7 +54,6 @@ class _Worker:
     quick_exits: int = 0
     restart_at: float | None = None
     last_exit: int | None = None
-    pids: list[int] = field(default_factory=list)
 
 
 class Supervisor:
@@ -120,6 +119,8 @@ class Supervisor:
                             break
                     except BlockingIOError:
                         break
+            if self._stop_signal is not None:
+                break  # workers that exit now (Ctrl+C reaches the whole process group) are not restarted
             for worker in self._workers:
                 if worker.ready is not None and worker.ready in woken:
                     self._on_ready(worker)
@@ -136,11 +137,12 @@ class Supervisor:
             for worker in self._workers:
                 if worker.restart_at is not None and worker.restart_at <= now and self._stop_signal is None:
                     self._start(worker, place)
+                    assert worker.process is not None
                     log.warning(
                         "worker_restarted index=%d exit=%s pid=%s",
                         worker.index,
                         worker.last_exit,
-                        worker.pids[-1],
+                        worker.process.pid,
                     )
         return 130 if self._stop_signal == signal.SIGINT else 0
 
@@ -160,8 +162,6 @@ class Supervisor:
         ready_in_worker.close()  # the worker holds its own end: EOF here once it exits
         worker.process, worker.ready = process, ready
         worker.started_at, worker.served, worker.restart_at = time.monotonic(), False, None
-        assert process.pid is not None
-        worker.pids.append(process.pid)
 
     def _on_ready(self, worker: _Worker) -> None:
         assert worker.ready is not None

@@ -74,6 +74,7 @@ class Supervisor:
         self._all_served = False
 
     def run(self) -> int:
+        _refuse_a_port_in_use(self._host, self._port)
         # mkdtemp: mode 0700, so only this user reaches the workers' unix sockets.
         run_dir = tempfile.mkdtemp(prefix="fluxbase-realtime-workers-")
         wake_read, wake_write = socket.socketpair()
@@ -212,3 +213,19 @@ class Supervisor:
                 process.kill()
                 process.join()
         log.info("workers_stopped count=%d", len(running))
+
+
+def _refuse_a_port_in_use(host: str, port: int) -> None:
+    """Fail as a single process would when something already listens on the port.
+
+    The workers bind with SO_REUSEPORT, which would let them join another instance's workers on the same
+    port (same user) without a word, each instance then getting a share of the other's clients. A bind
+    without SO_REUSEPORT fails while any socket listens there, theirs included; it is released at once.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT of an earlier run is fine
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise WorkersError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from tests.support.processes import ServerProcess, server_process
 from tests.support.row_writer import SENTINEL, RowWriter
 
 WORKERS = 3
+SERVE = [sys.executable, "-m", "app", "serve"]
 # Connections are made until at least two workers hold some (the kernel hashes each connection's
 # addresses): at least MIN_CLIENTS; MAX_CLIENTS all on one worker would mean the port is not shared.
 MIN_CLIENTS, MAX_CLIENTS = 6, 30
@@ -242,6 +244,27 @@ async def _answered(server: ServerProcess, path: str) -> httpx.Response:
                     response = await http.get(path, timeout=STUCK_BOUND)
                     assert response.status_code == 200, response.text
                     return response
+
+
+async def test_a_second_instance_on_the_same_port_is_refused(instance: Instance) -> None:
+    """SO_REUSEPORT would let a second supervisor's workers join the first's on the port (each then taking
+    part of the other's clients); it must fail as a single process does, with a message and no worker."""
+    env = {**os.environ, **_environment(instance.database_url)}
+    command = [*SERVE, "--host", "127.0.0.1", "--port", str(instance.server.port), "--no-migrate"]
+    second = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        async with asyncio.timeout(WAIT):
+            output, _ = await second.communicate()
+    finally:
+        if second.returncode is None:  # it served: stop it and its workers (they follow it)
+            second.kill()
+            await second.wait()
+    assert second.returncode == 1, output.decode(errors="replace")
+    assert b"cannot serve on 127.0.0.1:" in output
+    # The first instance still holds every client it had, all its workers answering.
+    assert _all_up(await _stats(instance.server))
 
 
 async def test_sigterm_closes_every_client_with_1001_and_stops_every_worker(instance: Instance) -> None:

@@ -17,6 +17,7 @@ from app.config import Settings
 from app.logs import logging_config
 from app.services.embedded_home import UnsafeLocation, embedded_home
 from app.services.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
+from app.workers import WorkersError
 
 log = logging.getLogger("app.cli")
 
@@ -44,31 +45,41 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 
 def _serve(settings: Settings, host: str, port: int, migrate: bool) -> None:
-    from app.main import create_app
-    from app.server import RealtimeServer, uvicorn_config
-
     with database_url(settings) as url:
         if migrate:
             migrations.upgrade(url)
         settings = settings.model_copy(update={"database_url": url})
-        app = create_app(settings)
         if settings.realtime_inspector:
             shown = "localhost" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - only for the message
             print(f"inspector: http://{shown}:{port}/inspector (asks for a service_role token)", flush=True)
-        # What is loaded by now (modules, the app) lives as long as the process: keep it out of the cyclic
-        # collector's full passes, which would otherwise walk ~110k objects each time (a pause of tens of
-        # milliseconds in the middle of a fan-out).
-        gc.freeze()
-        try:
-            RealtimeServer(uvicorn_config(app, settings, host=host, port=port), app).run()
-        except KeyboardInterrupt:
-            # uvicorn re-raises Ctrl+C once it has shut down gracefully (and the embedded cluster stops on the
-            # way out of `database_url`): the log already says so, a traceback would only alarm.
-            stopped_by_signal = True
+        if settings.realtime_workers > 1:
+            from app.workers.supervisor import Supervisor
+
+            # Several processes on the port (app.workers); the embedded cluster, if any, outlives them all.
+            status = Supervisor(settings, host, port).run()
         else:
-            stopped_by_signal = False
-    if stopped_by_signal:
-        raise SystemExit(130)
+            status = _serve_here(settings, host, port)
+    if status:
+        raise SystemExit(status)
+
+
+def _serve_here(settings: Settings, host: str, port: int) -> int:
+    """This process serves (REALTIME_WORKERS=1); 130 when stopped by Ctrl+C."""
+    from app.main import create_app
+    from app.server import RealtimeServer, uvicorn_config
+
+    app = create_app(settings)
+    # What is loaded by now (modules, the app) lives as long as the process: keep it out of the cyclic
+    # collector's full passes, which would otherwise walk ~110k objects each time (a pause of tens of
+    # milliseconds in the middle of a fan-out).
+    gc.freeze()
+    try:
+        RealtimeServer(uvicorn_config(app, settings, host=host, port=port), app).run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises Ctrl+C once it has shut down gracefully (and the embedded cluster stops on the
+        # way out of `database_url`): the log already says so, a traceback would only alarm.
+        return 130
+    return 0
 
 
 def _migrate(settings: Settings) -> None:
@@ -133,6 +144,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(_drop_slot(settings))
         else:
             _migrate(settings)
-    except EmbeddedPostgresError as error:
+    except (EmbeddedPostgresError, WorkersError) as error:
         # An operator's error, not a bug: what to do, without a traceback.
         sys.exit(f"fluxbase-realtime: {error}")

@@ -169,6 +169,20 @@ class Settings(BaseSettings):
         description="Connections the kernel queues before the service accepts them (the listen backlog; "
         "the kernel caps it at net.core.somaxconn).",
     )
+    realtime_workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Worker processes sharing the listening port (SO_REUSEPORT); 1: one process, no "
+        "supervisor. Each worker is one more instance to the database (app.supervisor).",
+    )
+    realtime_worker_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="With workers: seconds the worker answering /metrics or the stats waits for each "
+        "sibling's figures before reporting it missing.",
+    )
     realtime_max_pending_subscribes: int = Field(
         default=10_000,
         ge=1,

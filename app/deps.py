@@ -8,6 +8,7 @@ from fastapi import Depends
 from fastapi.requests import HTTPConnection
 
 from app.services.container import Services
+from app.workers.siblings import Siblings
 
 
 async def get_services(connection: HTTPConnection) -> Services:
@@ -17,3 +18,12 @@ async def get_services(connection: HTTPConnection) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_siblings(connection: HTTPConnection) -> Siblings | None:
+    """The other workers of this instance (REALTIME_WORKERS > 1), None when the process serves alone."""
+    siblings: Siblings | None = getattr(connection.app.state, "siblings", None)
+    return siblings
+
+
+SiblingsDep = Annotated[Siblings | None, Depends(get_siblings)]

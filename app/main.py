@@ -42,6 +42,7 @@ from app.services.rls import RowSecurity
 from app.services.table_views import GroupFrames, TableViews
 from app.services.tables import TableDirectory
 from app.services.traffic import Traffic
+from app.workers.siblings import Siblings
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,9 @@ def logical_capture(settings: Settings, conninfo: str, on_written: Callable[[], 
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build an isolated application; nothing connects until the lifespan starts."""
+def create_app(settings: Settings, *, siblings: Siblings | None = None) -> FastAPI:
+    """Build an isolated application; nothing connects until the lifespan starts. `siblings`: the other
+    workers of this instance (app.workers), whose figures the stats and /metrics include."""
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url (the CLI resolves the embedded database)")
 
@@ -261,10 +263,13 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             await feed.close()
             await pool.close()
+            if siblings is not None:
+                await siblings.close()
             log.info("service_stopped")
 
     app = FastAPI(title="fluxbase-realtime", lifespan=lifespan)
     app.state.settings = settings
+    app.state.siblings = siblings
     install_error_handlers(app)
     app.include_router(realtime.router)
     app.include_router(stats.router)

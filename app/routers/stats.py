@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import os
 
-from app.deps import ServicesDep
+from fastapi import APIRouter, Request
+
+from app.deps import ServicesDep, SiblingsDep
+from app.services.container import Services
+from app.workers.figures import InstanceStats, OwnStats, fold_stats
 
 router = APIRouter()
 
 
 @router.get("/api/realtime/stats")
-async def realtime_stats(services: ServicesDep) -> dict[str, int | float | str | bool | None]:
+async def realtime_stats(request: Request, services: ServicesDep, siblings: SiblingsDep) -> InstanceStats:
+    """This process's figures; with workers (REALTIME_WORKERS > 1), the whole instance's, every worker's own
+    under `workers` (docs/operations.md)."""
+    own = await own_stats(services)
+    if siblings is None:
+        return dict(own)
+    own = {"worker": siblings.index, "pid": os.getpid(), **own}
+    if siblings.asked_by_sibling(request.headers):
+        return dict(own)
+    answers = await siblings.fetch("/api/realtime/stats")
+    return fold_stats(own, {i: None if answer is None else answer.json() for i, answer in answers.items()})
+
+
+async def own_stats(services: Services) -> OwnStats:
     hub = services.hub
     cluster = services.cluster
-    stats: dict[str, int | float | str | bool | None] = {
+    stats: OwnStats = {
         "connections": hub.connection_count,
         "channels": hub.channel_count,
         "slow_consumer_disconnects": hub.slow_consumer_disconnects,

@@ -22,6 +22,7 @@ from tests.conftest import JWT_SECRET
 from tests.support.channels import room, token
 from tests.support.haproxy import HAProxy, haproxy
 from tests.support.processes import ServerProcess, server_process
+from tests.support.row_writer import SENTINEL, RowWriter
 
 INSTANCES = 3
 CLIENTS = 6  # two per instance under round robin
@@ -32,7 +33,6 @@ PRESENCE_TIMEOUT = 1.0
 # client on a busy machine reconnects because a heartbeat came late.
 HEARTBEAT = 30.0
 WAIT = 60.0  # a bound against hanging, never a measurement of speed
-SENTINEL = "end"
 
 
 class Member:
@@ -105,37 +105,6 @@ class Member:
         await self.client.close()
 
 
-class Writer:
-    """Inserts w0, w1, ... one row per transaction until stopped, then the sentinel row."""
-
-    def __init__(self, database_url: str, table: str) -> None:
-        self._url = database_url
-        self._insert = sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(sql.Identifier(table))
-        self._stop = asyncio.Event()
-        self._wrote = asyncio.Event()
-        self.written = 0
-
-    async def run(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
-            while not self._stop.is_set():
-                await conn.execute(self._insert, (f"w{self.written}",))
-                self.written += 1
-                self._wrote.set()
-                await asyncio.sleep(0.005)
-            await conn.execute(self._insert, (SENTINEL,))
-
-    async def more(self, count: int) -> None:
-        """Until `count` more rows have been committed."""
-        target = self.written + count
-        async with asyncio.timeout(WAIT):
-            while self.written < target:
-                self._wrote.clear()
-                await self._wrote.wait()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
 @contextlib.asynccontextmanager
 async def instances(database_url: str) -> AsyncIterator[list[ServerProcess]]:
     env = {
@@ -184,7 +153,7 @@ async def _kill_one_and_recover(
     table: str,
     before: dict[str, list[str]],
 ) -> None:
-    writer = Writer(database_url, table)
+    writer = RowWriter(database_url, table)
     writing = asyncio.create_task(writer.run())
     try:
         # Every client is receiving the writes before the kill.

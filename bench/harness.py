@@ -131,15 +131,26 @@ class Server:
         return dict(self.get("/api/realtime/stats")[1])
 
     def cpu_seconds(self) -> tuple[float, float]:
-        """(user, system) CPU seconds the server process has used so far (Linux /proc)."""
-        return process_cpu_seconds(self.pid)
+        """(user, system) CPU seconds the server has used so far (Linux /proc): its process and, with
+        REALTIME_WORKERS, every worker process under it (and workers that exited, once reaped)."""
+        user = system = 0.0
+        for pid in process_tree(self.pid):
+            with contextlib.suppress(OSError):  # a worker exiting meanwhile
+                u, s = process_cpu_seconds(pid, with_reaped_children=True)
+                user, system = user + u, system + s
+        return user, system
 
     def rss_bytes(self) -> int:
-        """The server process's resident memory now."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError(f"no VmRSS for process {self.pid}")
+        """The server's resident memory now: its process and every worker process under it."""
+        total = 0
+        for pid in process_tree(self.pid):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        if not total:
+            raise RuntimeError(f"no VmRSS for process {self.pid}")
+        return total
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
@@ -194,12 +205,31 @@ def running_server(
             process.wait()
 
 
-def process_cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds process `pid` has used so far (Linux /proc)."""
+def process_cpu_seconds(pid: int, *, with_reaped_children: bool = False) -> tuple[float, float]:
+    """(user, system) CPU seconds process `pid` has used so far (Linux /proc); `with_reaped_children`:
+    and its children that exited and were waited for (a supervisor's restarted workers)."""
     # Fields after the parenthesized command name, which may itself contain spaces.
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
+    user, system = int(fields[11]), int(fields[12])
+    if with_reaped_children:
+        user, system = user + int(fields[13]), system + int(fields[14])
+    return user / ticks, system / ticks
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process descended from it that is alive now (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parent = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+            children.setdefault(parent, []).append(int(proc.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, ()))
+    return tree
 
 
 def postgres_cpu_seconds(dbname: str) -> float:

@@ -6,7 +6,8 @@ handshake's last ACK) and counts it in TcpExtListenOverflows/ListenDrops: the cl
 retransmits its SYN after 1 s, then 2, 4, 8, 16 s more (connect() returns 1, 3, 7, 15, 31 s after it
 began), so a client dropped a few times waits far longer than the server's queue would have made it.
 The counters are the network namespace's (other processes' connections count too); the samples of the
-queue are the server's listening socket alone (`ss -ltn sport = :PORT`: Recv-Q is its length now).
+queue are the server's listening sockets alone (`ss -ltn sport = :PORT`: Recv-Q is its length now; one
+socket per worker process with REALTIME_WORKERS, each with its own queue: their lengths are summed).
 """
 
 from __future__ import annotations
@@ -50,19 +51,21 @@ def grown(before: dict[str, int], after: dict[str, int], prefix: str) -> dict[st
     return {f"{prefix}{name}": float(after[name] - before.get(name, 0)) for name in after}
 
 
-def listen_queue(port: int) -> tuple[int, int] | None:
-    """(connections waiting to be accepted, backlog) of the socket listening on `port`, or None."""
+def listen_queues(port: int) -> list[tuple[int, int]]:
+    """(connections waiting to be accepted, backlog) of each socket listening on `port` (SO_REUSEPORT:
+    one per worker process)."""
     try:
         out = subprocess.run(
             ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=5, check=False
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return None
+        return []
+    queues = []
     for line in out.splitlines():
         fields = line.split()
         if len(fields) >= 3 and fields[0] == "LISTEN":
-            return int(fields[1]), int(fields[2])
-    return None
+            queues.append((int(fields[1]), int(fields[2])))
+    return queues
 
 
 class QueueSampler:
@@ -70,7 +73,9 @@ class QueueSampler:
 
     def __init__(self, port: int, since: float, interval: float = 0.1) -> None:
         self.samples: list[tuple[float, int]] = []
-        self.backlog = 0
+        self.backlog = 0  # summed over the sockets
+        self.sockets = 0
+        self.full_samples = 0  # samples in which one socket or more was at its backlog: dropping
         self._port, self._since, self._interval = port, since, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="listen-queue", daemon=True)
@@ -79,10 +84,12 @@ class QueueSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             asked = time.monotonic() - self._since  # ss may take a while on a busy machine
-            queue = listen_queue(self._port)
-            if queue is not None:
-                self.samples.append((asked, queue[0]))
-                self.backlog = queue[1]
+            queues = listen_queues(self._port)
+            if queues:
+                self.samples.append((asked, sum(waiting for waiting, _ in queues)))
+                self.backlog = sum(backlog for _, backlog in queues)
+                self.sockets = len(queues)
+                self.full_samples += any(waiting >= backlog for waiting, backlog in queues)
             self._stop.wait(self._interval)
 
     def stop(self) -> None:
@@ -91,12 +98,12 @@ class QueueSampler:
 
     def figures(self) -> dict[str, float]:
         lengths = [n for _, n in self.samples]
-        full = [n for n in lengths if self.backlog and n >= self.backlog]
         return {
             "listen_backlog": float(self.backlog),
+            "listen_sockets": float(self.sockets),
             "listen_queue_max": float(max(lengths, default=0)),
             "listen_queue_samples": float(len(lengths)),
-            "listen_queue_full_samples": float(len(full)),  # at the backlog when sampled: dropping
+            "listen_queue_full_samples": float(self.full_samples),
             # when the new server was first seen listening (the kill is 0; None: never)
             "listening_s": self.samples[0][0] if self.samples else -1.0,
         }

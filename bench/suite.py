@@ -190,7 +190,7 @@ def _run_scenario(
             mode = "logical" if scenario.name.endswith(LOGICAL_SUFFIX) else "trigger"
             with (
                 harness.scratch_database(admin_url) as dsn,
-                harness.running_server(dsn, log_path, scenario.server_env, mode) as server,
+                harness.running_server(dsn, log_path, scenario.env(size), mode) as server,
             ):
                 bench = Bench(dsn, server, load.pool, load.writer, work, sender=load.sender)
                 code = harness.server_code_digest()  # read just after the server started from it

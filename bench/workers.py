@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import queue
 import resource
 import time
@@ -67,14 +68,33 @@ def connections_that_fit(wanted: int) -> int:
     return wanted if wanted <= room else max(1_000, room // 1_000 * 1_000)
 
 
-def fit_to_fd_limit(scenario: str, wanted: int, processes: int) -> tuple[int, int]:
-    """`wanted` connections and `processes` client processes, or as many connections as one server process
-    may hold under the open-file limit (said on stderr, and the scenario records it) with enough client
-    processes for them under the same limit."""
-    fitting = connections_that_fit(wanted)
-    if fitting < wanted:
-        print(f"[{scenario}] {fd_limit_note(wanted)}: {fitting:,} connections instead")
-    return fitting, max(processes, -(-fitting // connections_that_fit(fitting)))
+def server_processes(wanted: int) -> int:
+    """Worker processes one instance runs (REALTIME_WORKERS) to hold `wanted` connections under the
+    per-process open-file limit: 1 where one process holds them all. REALTIME_WORKERS in the benchmark's
+    own environment wins, to compare 1 and N side by side (`instance_connections` then caps `wanted`)."""
+    chosen = os.environ.get("REALTIME_WORKERS")
+    return int(chosen) if chosen else -(-wanted // connections_that_fit(wanted))
+
+
+def instance_connections(scenario: str, wanted: int) -> int:
+    """`wanted`, or as many as the instance's worker processes hold under the open-file limit (said on
+    stderr)."""
+    held = min(wanted, server_processes(wanted) * connections_that_fit(wanted))
+    if held < wanted:
+        print(f"[{scenario}] {fd_limit_note(wanted)}: {held:,} connections instead")
+    return held
+
+
+def instance_env(wanted: int) -> dict[str, str]:
+    """The server settings for one instance holding `wanted` connections (its worker processes)."""
+    processes = server_processes(wanted)
+    return {"REALTIME_WORKERS": str(processes)} if processes > 1 else {}
+
+
+def client_processes(wanted: int, at_least: int) -> int:
+    """Load-generator processes for `wanted` connections: `at_least`, or as many as the open-file limit
+    needs (each holds what one process may)."""
+    return max(at_least, -(-wanted // connections_that_fit(wanted)))
 
 
 def _nr_open() -> int:

@@ -57,9 +57,10 @@ class Scenario:
     results of the runs before it (a search can start near their answer). `rows(size)` lays out its
     table lines; `load(size)` names the figure prefixes whose CPU shares describe the conditions it ran
     in, with a title for each. `server_env`: settings of the suite's server beyond the benchmark's (a
-    raised limit). `derive(summaries)`, given every scenario's summary once all ran, returns figures to
-    add to this one's (a comparison with another scenario of the same run). `max_runs`: at most this many
-    runs whatever `--runs` says (a run of 100,000 connections takes minutes).
+    raised limit); `sized_env(size)`, when given, adds settings that depend on the size (the instance's
+    worker processes). `derive(summaries)`, given every scenario's summary once all ran, returns figures
+    to add to this one's (a comparison with another scenario of the same run). `max_runs`: at most this
+    many runs whatever `--runs` says (a run of 100,000 connections takes minutes).
     """
 
     name: str
@@ -68,8 +69,13 @@ class Scenario:
     load: Callable[[Size], list[tuple[str, str]]]
     params: Callable[[Size], Any]
     server_env: Mapping[str, str] = field(default_factory=dict)
+    sized_env: Callable[[Size], Mapping[str, str]] | None = None
     derive: Callable[[Mapping[str, Summary]], Summary] | None = None
     max_runs: int | None = None
+
+    def env(self, size: Size) -> dict[str, str]:
+        """The settings of this scenario's server at `size`."""
+        return {**self.server_env, **(self.sized_env(size) if self.sized_env else {})}
 
 
 def settle(seconds: float) -> None:

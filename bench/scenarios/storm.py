@@ -59,12 +59,19 @@ SIZES: dict[Size, Params] = {
 }
 
 
+def sized(size: Size) -> Params:
+    """The size's parameters; BENCH_STORM_CLIENTS, when set, says how many clients (to compare server
+    versions or worker counts at one size, e.g. 19,000, which one process holds here)."""
+    chosen = os.environ.get("BENCH_STORM_CLIENTS")
+    return replace(SIZES[size], clients=int(chosen)) if chosen else SIZES[size]
+
+
 def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult:
-    wanted = SIZES[size]
-    clients, processes = workers.fit_to_fd_limit("storm", wanted.clients, wanted.processes)
-    params = replace(wanted, clients=clients, processes=processes)
+    wanted = sized(size)
+    clients = workers.instance_connections("storm", wanted.clients)
+    params = replace(wanted, clients=clients, processes=workers.client_processes(clients, wanted.processes))
     channel = harness.create_table(bench.dsn, TABLE)
-    env = {**SCENARIO.server_env}
+    env = SCENARIO.env(size)
     fleet = FleetPool(params.processes)
     with contextlib.ExitStack() as stack:
         stack.callback(fleet.stop)
@@ -94,7 +101,10 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         outcomes_before = _outcomes(fleet.status())
         tcp_before = listen_queue.counters()
         killed_at, killed_mono = time.time(), time.monotonic()
-        os.kill(first.pid, signal.SIGKILL)
+        # The whole instance at once, its worker processes included, as a crash of its machine would.
+        for pid in harness.process_tree(first.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         queue = listen_queue.QueueSampler(first.port, killed_mono)  # after the kill: the new server's
         stack.callback(queue.stop)
         second = stack.enter_context(
@@ -123,7 +133,8 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
     all_live = sampler.at(killed_mono + (params.live_timeout if all_live_s is None else all_live_s))
     figures = {
         "clients": params.clients,
-        "capped_by_fd_limit": params.clients < SIZES[size].clients,
+        "capped_by_fd_limit": params.clients < wanted.clients,
+        "server_processes": workers.server_processes(wanted.clients),
         "connect_s": connect_s,
         "connect_per_s": params.clients / connect_s if connect_s else 0.0,
         "readyz_s": ready_s,  # late under a storm: /readyz waits in the same accept queue
@@ -165,7 +176,7 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         "kernel": sources.kernel_limits(),
         # (seconds since the kill, connections waiting in the accept queue), every 0.1 s
         "listen_queue": queue.samples,
-        "fd_note": workers.fd_limit_note(SIZES[size].clients),
+        "fd_note": workers.fd_limit_note(wanted.clients),
         "source_addresses": len(addresses),
         "client_errors": [e for s in status for e in s.errors][:10],
         "params": asdict(params),
@@ -217,7 +228,7 @@ def _storm_cpu(server: float, clients: float, machine: tuple[float, float], sinc
 
 
 def rows(size: Size) -> list[Row]:
-    params = SIZES[size]
+    params = sized(size)
     return [
         Row(
             f"storm: {params.clients:,} reconnect with since (SIGKILL + restart, {params.write_rate:g} "
@@ -229,6 +240,7 @@ def rows(size: Size) -> list[Row]:
             Target("<=", 30, "≤ 30 s"),
         ),
         Row("", "clients (fewer: capped by the open-file limit)", "clients", "{:,.0f}"),
+        Row("", "server worker processes (one port)", "server_processes", "{:,.0f}"),
         Row("", "live again at the end of the wait", "live_again", "{:,.0f}"),
         Row("", "first client live again", "first_live_s", "{:.1f}", "s"),
         Row("", "half live again", "half_live_s", "{:.1f}", "s"),
@@ -264,7 +276,8 @@ SCENARIO = Scenario(
     name="storm",
     measure=measure_run,
     rows=rows,
-    load=lambda s: [(f"storm: {SIZES[s].clients:,} reconnecting", "storm_")],
-    params=lambda s: SIZES[s],
+    load=lambda s: [(f"storm: {sized(s).clients:,} reconnecting", "storm_")],
+    params=sized,
+    sized_env=lambda s: workers.instance_env(sized(s).clients),
     max_runs=1,  # minutes per run at full size
 )

@@ -11,6 +11,7 @@ from array import array
 from collections.abc import Sequence
 
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from bench.fleet import Status, Verdict
@@ -30,11 +31,15 @@ def scrape(server: Server, timeout: float = 30.0) -> dict[str, float]:
             text = response.read().decode()
     except OSError:  # URLError and timeouts included
         return {}
+    # With REALTIME_WORKERS each worker's samples carry a `worker` label: the instance's are their sum.
     samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(PREFIX):
-            name, _, value = line[len(PREFIX) :].rpartition(" ")
-            samples[name] = float(value)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.startswith(PREFIX):
+                continue
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()) if k != "worker")
+            name = sample.name[len(PREFIX) :] + (f"{{{labels}}}" if labels else "")
+            samples[name] = samples.get(name, 0.0) + sample.value
     return samples
 
 

@@ -34,6 +34,9 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CHANGE_ID = re.compile(rb'"id":(\d+)')  # a broadcast's change id: its first "id" (before the payload)
 _ROW_ID = re.compile(rb'"record":\{"id": (\d+)')  # jsonb renders `id` first in a table's record
 _SINCE = re.compile(rb'"since":"(\d+)"')
+_RETRY_AFTER_FIELD = re.compile(rb'"retry_after":(\d+)')
+_RETRY_AFTER_HEADER = re.compile(rb"(?im)^retry-after:\s*(\d+)\s*$")
+MAX_RETRY_AFTER = 60.0  # the SDKs' cap
 _TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
 # When connect() returns after its SYN was sent again n times (Linux: 1 s, then doubling), n is the
 # count of these it took at least (a little early, for the first SYN's own time).
@@ -94,6 +97,7 @@ class ResumingClient(asyncio.Protocol):
         "live_at",
         "lost_at",
         "reconnects",
+        "retry_after",
         "row_sum",
         "since",
         "stopped",
@@ -120,6 +124,7 @@ class ResumingClient(asyncio.Protocol):
         self.attempt_started = self.connected_at = self.upgraded_at = 0.0
         self.connect_s = self.wait_s = 0.0  # of the attempt that went live: in connect(), then to the 101
         self.ending = ""  # why the current connection is being dropped, when the client drops it
+        self.retry_after = 0.0  # what the server's last refusal asked to wait (s), as the SDKs honour it
 
     # Connecting
 
@@ -190,7 +195,9 @@ class ResumingClient(asyncio.Protocol):
     def _retry(self) -> None:
         self.tries += 1
         ceiling = min(self.fleet.backoff_cap, self.fleet.backoff_base * 2 ** min(self.tries - 1, 16))
-        asyncio.get_running_loop().call_later(random.uniform(0, ceiling), self.start)
+        # As the SDKs: at least what the refusal asked (Retry-After, retry_after), plus the jitter.
+        delay, self.retry_after = self.retry_after + random.uniform(0, ceiling), 0.0
+        asyncio.get_running_loop().call_later(delay, self.start)
 
     # asyncio.Protocol
 
@@ -239,6 +246,8 @@ class ResumingClient(asyncio.Protocol):
         accept = base64.b64encode(hashlib.sha1(self.key + _GUID).digest())  # noqa: S324 - RFC 6455
         if not lines[0].startswith(b"HTTP/1.1 101") or accept not in head:
             self.ending = "http_503" if lines[0].startswith(b"HTTP/1.1 503") else "http_other"
+            if (hint := _RETRY_AFTER_HEADER.search(head)) is not None:
+                self.retry_after = min(MAX_RETRY_AFTER, float(hint[1]))
             self._refused(f"upgrade refused: {lines[0][:100]!r}")
             return False
         self.upgraded = True
@@ -306,6 +315,8 @@ class ResumingClient(asyncio.Protocol):
             self.tries = 0
             self._settled()
         elif frame.startswith(b'{"type":"error"'):
+            if (hint := _RETRY_AFTER_FIELD.search(frame)) is not None:
+                self.retry_after = min(MAX_RETRY_AFTER, float(hint[1]))
             if self.live and b'"subscribe_failed"' in frame:
                 # The subscription was dropped after its ack (its replay could not read the log: the
                 # database was busy): subscribe again from `since` after a backoff, as the SDKs do, by

@@ -126,6 +126,7 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         status = fleet.status()
         outcomes = _outcomes(status) - outcomes_before
         fleet.close()  # before the servers stop: their clients would only reconnect meanwhile
+        new_server_log = second.log_lines()  # LOG_LEVEL=warning: what went wrong in the storm, if anything
     live_times = sorted(t - killed_at for t in scale.joined(verdicts, "live_at"))
     counts = scale.merged(verdicts)
     # Only when every client made it; otherwise the table says how many did.
@@ -179,10 +180,20 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         "fd_note": workers.fd_limit_note(wanted.clients),
         "source_addresses": len(addresses),
         "client_errors": [e for s in status for e in s.errors][:10],
+        # The new server's log lines by event (the word after `logger=...`), and the last of them.
+        "new_server_log_events": dict(Counter(_event(line) for line in new_server_log).most_common(20)),
+        "new_server_log_tail": new_server_log[-30:],
         "params": asdict(params),
         "payload_bytes": writer.SMALL_PAYLOAD,
     }
     return RunResult(figures, {}, details)
+
+
+def _event(line: str) -> str:
+    """`bus_peer_lost` of `... level=WARNING logger=app.services.cluster bus_peer_lost origin=...`."""
+    _, _, rest = line.partition(" logger=")
+    words = rest.split()
+    return words[1] if len(words) > 1 else line[:60]
 
 
 def _outcomes(status: list[Status]) -> Counter[str]:

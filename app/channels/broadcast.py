@@ -269,9 +269,13 @@ class BroadcastChannels:
     def _reply(self, subscriber: Subscriber, frame: str) -> None:
         self._hub.offer_to([subscriber], frame)
 
-    def _abandon(self, subscriber: Subscriber, channel: str, reason: str) -> None:
+    def _abandon(self, subscriber: Subscriber, channel: str, reason: str, busy: bool = False) -> None:
         self._leave(subscriber, channel)
-        self._reply(subscriber, protocol.encode_error(reason, channel=channel, code="subscribe_failed"))
+        retry_after = self._settings.realtime_retry_after_seconds if busy else None
+        self._reply(
+            subscriber,
+            protocol.encode_error(reason, channel=channel, code="subscribe_failed", retry_after=retry_after),
+        )
 
 
 def _error(message: str, request: protocol.Request, code: str) -> str:

@@ -168,15 +168,19 @@ class TableChannels:
         for name in [n for n in subscriber.replays if n.startswith(self.prefix)]:
             stop_replay(subscriber, name)
 
-    def _abandon(self, subscriber: Subscriber, key: str, reason: str) -> None:
+    def _abandon(self, subscriber: Subscriber, key: str, reason: str, busy: bool = False) -> None:
         """Neither replaying nor live: drop the subscription and say so, so that the client subscribes
-        again."""
+        again (`busy`: refused for load, after retry_after seconds)."""
         self._hub.unsubscribe(subscriber, key)
         channel, _, subscription = key.partition(SUBSCRIPTION_SEPARATOR)
         self._hub.offer_to(
             [subscriber],
             protocol.encode_error(
-                reason, channel=channel, code="subscribe_failed", subscription=subscription or None
+                reason,
+                channel=channel,
+                code="subscribe_failed",
+                subscription=subscription or None,
+                retry_after=self._retry_after if busy else None,
             ),
         )
 

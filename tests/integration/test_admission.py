@@ -196,3 +196,34 @@ async def test_replays_resuming_from_one_id_at_once_share_their_reads_of_the_log
             # others (they asked while the first read ran), not once each.
             assert replayer.reads.asked >= count
             assert replayer.reads.batches <= 2
+
+
+async def test_a_replay_refused_for_load_says_when_to_resume_and_logs_no_traceback(
+    database_url: str, db: psycopg.AsyncConnection, table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await db.execute(sql.SQL("INSERT INTO {} (name) VALUES ('a')").format(sql.Identifier(table)))
+    channel = f"table:public.{table}"
+    settings = make_settings(database_url, realtime_max_pending_subscribes=2, realtime_retry_after_seconds=5)
+    with ServerThread(settings) as server:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(realtime_client(server.ws_url)) for _ in range(3)]
+            replayer = server.services.replayer
+            async with db.transaction():
+                # Held until the third replay has been refused: the first two wait for the log's bounds.
+                await db.execute("LOCK TABLE fluxbase_realtime.change_log IN ACCESS EXCLUSIVE MODE")
+                for client in clients:
+                    await client.send(type="subscribe", channel=channel, since=0)
+                    assert (await client.receive())["type"] == "ack"
+
+                async def all_started() -> bool:
+                    return replayer.replays == len(clients)
+
+                await _until(all_started, "every replay started")
+                # The replays started in the clients' order: the third found two waiting.
+                refused = await clients[2].receive()
+            assert refused["code"] == "subscribe_failed" and refused["channel"] == channel, refused
+            assert "replay refused for now" in refused["error"]
+            assert refused["retry_after"] == 5
+            for client in clients[:2]:  # the two that waited replay once the log is free again
+                assert [m["payload"]["record"]["name"] for m in await client.broadcasts(1)] == ["a"]
+    assert not [r for r in caplog.records if r.exc_info], "a refusal for load is not a fault"

@@ -14,7 +14,10 @@ from app.routers.realtime import realtime_front_door
 from app.wire import DirectWriteProtocol
 
 
-def uvicorn_config(app: FastAPI, settings: Settings, *, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(
+    app: FastAPI, settings: Settings, *, host: str, port: int, backlog: int | None = None
+) -> uvicorn.Config:
+    """`backlog`: this process's listen backlog (a worker's share), REALTIME_LISTEN_BACKLOG by default."""
     return uvicorn.Config(
         realtime_front_door(app),
         host=host,
@@ -35,7 +38,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, *, host: str, port: int) ->
         lifespan="on",
         # A reconnect storm arrives faster than one process accepts: past the backlog the kernel drops SYNs
         # and clients wait for their retransmission (1 s, then 3 s), so the queue is a setting.
-        backlog=settings.realtime_listen_backlog,
+        backlog=settings.realtime_listen_backlog if backlog is None else backlog,
     )
 
 

@@ -246,6 +246,18 @@ async def _answered(server: ServerProcess, path: str) -> httpx.Response:
                     return response
 
 
+async def test_the_workers_share_the_instance_listen_backlog(instance: Instance) -> None:
+    """Each worker listens with its share of REALTIME_LISTEN_BACKLOG (default 4096), not all of it: a
+    connection waits behind its own worker's queue, which that worker drains at 1/N of the instance's rate."""
+    listing = await asyncio.create_subprocess_exec(
+        "ss", "-Hltn", f"sport = :{instance.server.port}", stdout=asyncio.subprocess.PIPE
+    )
+    output, _ = await listing.communicate()
+    # LISTEN lines: State, Recv-Q (waiting now), Send-Q (the backlog), local and peer addresses.
+    backlogs = [int(line.split()[2]) for line in output.decode().splitlines() if line.startswith("LISTEN")]
+    assert backlogs == [-(-4096 // WORKERS)] * WORKERS, output.decode()
+
+
 async def test_a_second_instance_on_the_same_port_is_refused(instance: Instance) -> None:
     """SO_REUSEPORT would let a second supervisor's workers join the first's on the port (each then taking
     part of the other's clients); it must fail as a single process does, with a message and no worker."""

@@ -248,6 +248,7 @@ def create_app(settings: Settings, *, siblings: Siblings | None = None) -> FastA
             asyncio.create_task(hub.run_heartbeats(settings.realtime_heartbeat_interval), name="heartbeats"),
             asyncio.create_task(pruner.run(), name="retention"),
             asyncio.create_task(cluster.run(), name="cluster"),
+            asyncio.create_task(app.state.services.loop_lag.run(), name="loop-lag"),
         ]
         if capture is not None and slot_monitor is not None:
             tasks.append(asyncio.create_task(capture.run(), name="logical-capture"))

@@ -153,6 +153,18 @@ class RealtimeCollector(Collector):
             "Seconds a feed wake-up's statement takes (a sequencer pass and the first read of the log).",
             feed.pass_seconds,
         )
+        yield _histogram(
+            "event_loop_lag_seconds",
+            "Seconds the process's event loop ran its timers late, sampled every 0.25 s: how long anything "
+            "waited for the loop to come round (seconds: the process is short of CPU; acks, heartbeats and "
+            "the bus are that late too).",
+            self._services.loop_lag.histogram,
+        )
+        yield _gauge(
+            "event_loop_lag_max_seconds",
+            "The largest lateness of the event loop's timers since the process started.",
+            self._services.loop_lag.worst,
+        )
         yield _gauge(
             "feed_lag_changes",
             "Changes numbered in the log (as of the feed's latest pass) not yet delivered by this instance.",

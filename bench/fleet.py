@@ -19,7 +19,7 @@ from typing import Any
 import uvloop
 
 from bench import placement, workers
-from bench.resuming import Fleet, ResumingClient
+from bench.resuming import Fleet, ResumingClient, describe_stranded
 
 POLL = 0.05
 
@@ -55,6 +55,7 @@ class Verdict:
     connect_s: array[float]  # for each of those, in the same order: its live attempt's time in connect()
     wait_s: array[float]  # and from connect()'s return to the 101
     received_at: array[float]  # when each client received the last row (0: never)
+    stranded_sample: list[str]  # what a few of the stranded were doing (resuming.describe_stranded)
 
 
 class _Clients:
@@ -140,6 +141,7 @@ class _Clients:
             array("d", (c.connect_s for c in again)),
             array("d", (c.wait_s for c in again)),
             array("d", (c.last_received_at if c.last_row == last else 0.0 for c in self.clients)),
+            [describe_stranded(c) for c in self.clients if not c.live][:5],
         )
 
     async def forget(self) -> int:

@@ -91,6 +91,7 @@ class ResumingClient(asyncio.Protocol):
         "generation",
         "index",
         "key",
+        "last_error",
         "last_received_at",
         "last_row",
         "live",
@@ -98,6 +99,7 @@ class ResumingClient(asyncio.Protocol):
         "lost_at",
         "reconnects",
         "retry_after",
+        "retry_due",
         "row_sum",
         "since",
         "stopped",
@@ -125,6 +127,9 @@ class ResumingClient(asyncio.Protocol):
         self.connect_s = self.wait_s = 0.0  # of the attempt that went live: in connect(), then to the 101
         self.ending = ""  # why the current connection is being dropped, when the client drops it
         self.retry_after = 0.0  # what the server's last refusal asked to wait (s), as the SDKs honour it
+        # For a client that is not live at the end: why its last attempt failed, when its next is due.
+        self.last_error = ""
+        self.retry_due = 0.0
 
     # Connecting
 
@@ -183,6 +188,7 @@ class ResumingClient(asyncio.Protocol):
 
     def _failed(self, why: str) -> None:
         """An attempt that made no connection: retry after a backoff."""
+        self.last_error = why[:160]
         self.fleet.failures += 1
         self.fleet.note_error(why)
         self._settled()
@@ -197,6 +203,7 @@ class ResumingClient(asyncio.Protocol):
         ceiling = min(self.fleet.backoff_cap, self.fleet.backoff_base * 2 ** min(self.tries - 1, 16))
         # As the SDKs: at least what the refusal asked (Retry-After, retry_after), plus the jitter.
         delay, self.retry_after = self.retry_after + random.uniform(0, ceiling), 0.0
+        self.retry_due = time.monotonic() + delay
         asyncio.get_running_loop().call_later(delay, self.start)
 
     # asyncio.Protocol
@@ -222,7 +229,8 @@ class ResumingClient(asyncio.Protocol):
             self.start()  # the first try of a lost connection is at once: jitter comes with its failures
         elif not self.stopped:
             lost = "lost_before_ack" if self.upgraded else "lost_before_upgrade"
-            self.fleet.outcomes[self.ending or f"{lost}_{'eof' if exc is None else type(exc).__name__}"] += 1
+            self.last_error = self.ending or f"{lost}_{'eof' if exc is None else type(exc).__name__}"
+            self.fleet.outcomes[self.last_error] += 1
             self.fleet.failures += 1
             self._settled()
             self._retry()
@@ -352,3 +360,20 @@ class ResumingClient(asyncio.Protocol):
         self.generation += 1
         if self.transport is not None:
             self.transport.abort()
+
+
+def describe_stranded(client: ResumingClient) -> str:
+    """What a client that is not live is doing: a storm's report shows a few, so that a client stuck
+    without a retry due (a bug of its own) is told apart from one the server keeps refusing."""
+    now = time.monotonic()
+    if client.transport is not None:
+        state = "upgraded, no ack yet" if client.upgraded else "connected, no 101 yet"
+    elif client.retry_due > client.attempt_started:  # a retry was scheduled after the last attempt
+        due = client.retry_due - now
+        state = f"retry in {due:.1f} s" if due >= 0 else f"retry overdue by {-due:.1f} s"
+    else:
+        state = "in connect()"
+    return (
+        f"{state}; last attempt started {now - client.attempt_started:.0f} s ago, {client.tries} failed in "
+        f"a row; last failure: {client.last_error or '-'}"
+    )

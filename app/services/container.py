@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -16,6 +16,7 @@ from app.services.hub import Hub
 from app.services.limits import ConnectionLimiter
 from app.services.listener import ChangeListener
 from app.services.logical_capture import LogicalCapture
+from app.services.loop_lag import LoopLag
 from app.services.replay import Replayer
 from app.services.replication_slot import SlotMonitor
 from app.services.rls import RowSecurity
@@ -41,5 +42,6 @@ class Services:
     broadcasts: BroadcastChannels
     cluster: Cluster
     traffic: Traffic
+    loop_lag: LoopLag = field(default_factory=LoopLag)
     capture: LogicalCapture | None = None  # logical mode only
     slot_monitor: SlotMonitor | None = None

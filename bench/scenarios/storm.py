@@ -180,6 +180,7 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         "fd_note": workers.fd_limit_note(wanted.clients),
         "source_addresses": len(addresses),
         "client_errors": [e for s in status for e in s.errors][:10],
+        "stranded_sample": [line for v in verdicts for line in v.stranded_sample][:10],
         # The new server's log lines by event (the word after `logger=...`), and the last of them.
         "new_server_log_events": dict(Counter(_event(line) for line in new_server_log).most_common(20)),
         "new_server_log_tail": new_server_log[-30:],

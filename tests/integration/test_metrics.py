@@ -91,6 +91,7 @@ async def test_metrics_count_connections_messages_deliveries_and_refusals(
     # Prometheus' conventions: one prefix, counters end in _total.
     ours = {name for name, _ in closed if name.startswith(P)}
     assert {P + "rls_checks_total", P + "replay_gaps_total", P + "slow_consumer_closes_total"} <= ours
+    assert {P + "event_loop_lag_seconds_count", P + "event_loop_lag_max_seconds"} <= ours  # tests/unit
     assert all(name.startswith(P) or name.startswith("process_") for name, _ in closed)
 
 

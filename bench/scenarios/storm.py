@@ -159,6 +159,7 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         "metrics_answered": bool(replay),
         "server_connections_after": replay.get("connections", -1.0),
         **{f"new_server_{k}": replay.get(k, 0.0) for k in REPLAY_SAMPLES},
+        **_loop_lag(replay),
         **scale.database_load(steady, at_kill, "steady_db_"),
         **scale.database_load(at_kill, all_live, "storm_db_"),
         **load,
@@ -188,6 +189,24 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         "payload_bytes": writer.SMALL_PAYLOAD,
     }
     return RunResult(figures, {}, details)
+
+
+def _loop_lag(samples: dict[str, float]) -> dict[str, float]:
+    """How late the new server's event loops ran their timers from its start to the end of the storm (the
+    workers' histograms summed): the share of samples late by more than 1 s, and the bound under which 99 %
+    fell."""
+    name = "event_loop_lag_seconds_bucket"
+    buckets = sorted(
+        (float(key.partition('le="')[2].rstrip('"}')), count)
+        for key, count in samples.items()
+        if key.startswith(name + "{")
+    )
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return {}
+    within_1s = next(count for bound, count in buckets if bound >= 1.0)
+    p99 = next(bound for bound, count in buckets if count >= 0.99 * total)
+    return {"loop_lag_over_1s_pct": 100 * (total - within_1s) / total, "loop_lag_p99_le_s": p99}
 
 
 def _event(line: str) -> str:
@@ -277,6 +296,8 @@ def rows(size: Size) -> list[Row]:
         ),
         Row("", "clients with a duplicate", "duplicated_clients", "{:,.0f}", "", Target("<=", 0, "0")),
         Row("", "replays (new server)", "new_server_replays_total", "{:,.0f}"),
+        Row("", "event loop timers late by > 1 s (new server)", "loop_lag_over_1s_pct", "{:.1f}", "%"),
+        Row("", "event loop lateness, 99 % under (bucket bound)", "loop_lag_p99_le_s", "{:g}", "s"),
         Row("", "DB transactions/s during storm", "storm_db_xact_commit_per_s", "{:,.0f}"),
         Row("", "DB transactions/s before the kill", "steady_db_xact_commit_per_s", "{:,.0f}"),
         Row("", "DB rows read/s during storm", "storm_db_tup_returned_per_s", "{:,.0f}"),

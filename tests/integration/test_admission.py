@@ -16,16 +16,10 @@ from websockets.exceptions import InvalidStatus
 from tests.conftest import make_settings
 from tests.support.client import RealtimeClient, realtime_client
 from tests.support.metrics import scrape, value
+from tests.support.sequencer import SEQUENCER_LOCK, SEQUENCER_UNLOCK, WAITING_FOR_ADVISORY_LOCK
 from tests.support.server import ServerThread
 
 P = "fluxbase_realtime_"
-SEQUENCER_LOCK = "SELECT pg_advisory_lock(hashtext('fluxbase_realtime.sequencer'))"
-SEQUENCER_UNLOCK = "SELECT pg_advisory_unlock(hashtext('fluxbase_realtime.sequencer'))"
-WAITING_FOR_ADVISORY_LOCK = """
-SELECT count(*) FROM pg_locks
-WHERE locktype = 'advisory' AND NOT granted
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-"""
 
 
 async def _until(condition: object, what: str) -> None:

@@ -23,6 +23,7 @@ from fluxbase_realtime_client import Backoff, RealtimeClient
 from tests.conftest import make_settings
 from tests.support.client import realtime_client
 from tests.support.metrics import scrape, value
+from tests.support.sequencer import SEQUENCER_LOCK, SEQUENCER_UNLOCK, WAITING_FOR_ADVISORY_LOCK
 from tests.support.server import ServerThread
 
 P = "fluxbase_realtime_"
@@ -30,13 +31,6 @@ P = "fluxbase_realtime_"
 RETRY_AFTER = 30
 # Refused attempts by the test's own client while the client under test must stay away.
 OTHERS = 10
-SEQUENCER_LOCK = "SELECT pg_advisory_lock(hashtext('fluxbase_realtime.sequencer'))"
-SEQUENCER_UNLOCK = "SELECT pg_advisory_unlock(hashtext('fluxbase_realtime.sequencer'))"
-WAITING_FOR_ADVISORY_LOCK = """
-SELECT count(*) FROM pg_locks
-WHERE locktype = 'advisory' AND NOT granted
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-"""
 
 
 async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:

@@ -57,7 +57,7 @@ def serve_worker(spec: WorkerSpec, ready: Connection) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     place = spec.place
     try:
-        public = shared_listener(spec.host, spec.port)
+        public = bound_socket(spec.host, spec.port, shared=True)
         private = private_listener(place.socket_path(place.index))
     except OSError as error:
         # An operator's error (another program holds the port, say), told without a traceback.
@@ -102,19 +102,25 @@ def backlog_share(settings: Settings, workers: int) -> int:
     return max(1, -(-settings.realtime_listen_backlog // workers))
 
 
-def shared_listener(host: str, port: int) -> socket.socket:
-    """The instance's TCP port, bound with SO_REUSEPORT next to the other workers' (same user only: the
-    kernel refuses another user's socket in the group).
+def bound_socket(host: str, port: int, *, shared: bool) -> socket.socket:
+    """A TCP socket bound to host:port, not listening. `shared`: with SO_REUSEPORT, next to the other
+    workers' (same user only: the kernel refuses another user's socket in the group).
 
-    Not listening yet: uvicorn's startup calls listen(REALTIME_LISTEN_BACKLOG) once the application's
-    lifespan has started, so that the kernel sends no connection to a worker that cannot answer it yet (a
-    worker being restarted, or one whose startup fails).
+    A worker's is not listening yet: uvicorn's startup calls listen() with its share of the backlog once
+    the application's lifespan has started, so that the kernel sends no connection to a worker that cannot
+    answer it yet (a worker being restarted, or one whose startup fails). Without `shared` the bind fails
+    while anything listens on the port (the supervisor's check, app.workers.supervisor).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn's own bind
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT of an earlier run is fine
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 

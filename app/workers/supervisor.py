@@ -29,7 +29,7 @@ from types import FrameType
 
 from app.config import Settings
 from app.workers import WorkersError
-from app.workers.process import WorkerSpec, serve_worker
+from app.workers.process import WorkerSpec, bound_socket, serve_worker
 from app.workers.siblings import WorkerPlace
 
 log = logging.getLogger(__name__)
@@ -222,10 +222,7 @@ def _refuse_a_port_in_use(host: str, port: int) -> None:
     port (same user) without a word, each instance then getting a share of the other's clients. A bind
     without SO_REUSEPORT fails while any socket listens there, theirs included; it is released at once.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT of an earlier run is fine
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise WorkersError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+    try:
+        bound_socket(host, port, shared=False).close()
+    except OSError as error:
+        raise WorkersError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None

@@ -162,6 +162,13 @@ class Settings(BaseSettings):
         description="Connections one instance serves at once (those being admitted included); past it, "
         "new ones are refused before the upgrade with HTTP 503 and Retry-After.",
     )
+    realtime_max_loop_lag_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="How late the event loop may run before new connections are refused before the upgrade "
+        "with HTTP 503 and Retry-After (the connections it has are served first); 0: never refused for it.",
+    )
     realtime_listen_backlog: int = Field(
         default=4096,
         ge=1,
@@ -194,8 +201,9 @@ class Settings(BaseSettings):
         ge=0,
         le=3600,
         description="What a client refused for load is told to wait before retrying: the Retry-After of the "
-        "HTTP 503 past REALTIME_MAX_CONNECTIONS, the retry_after of subscribe_failed past "
-        "REALTIME_MAX_PENDING_SUBSCRIBES (the SDKs add their jitter on top).",
+        "HTTP 503 past REALTIME_MAX_CONNECTIONS (past REALTIME_MAX_LOOP_LAG_SECONDS, at least the loop's "
+        "lag), the retry_after of subscribe_failed past REALTIME_MAX_PENDING_SUBSCRIBES (the SDKs add their "
+        "jitter on top).",
     )
     realtime_token_cache_size: int = Field(
         default=100_000,

@@ -26,7 +26,7 @@ CHANNEL_KINDS = ("table", "broadcast")
 # Types every scrape reports (at 0 until seen), so that rate() has a series from the start.
 RECEIVED_TYPES = ("subscribe", "unsubscribe", "access_token", "broadcast", "track", "untrack")
 SENT_TYPES = ("ack", "error", "heartbeat", "broadcast")
-REFUSAL_REASONS = ("origin", "token", "user_limit", "address_limit", "capacity")
+REFUSAL_REASONS = ("origin", "token", "user_limit", "address_limit", "capacity", "overloaded")
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

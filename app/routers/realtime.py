@@ -4,6 +4,7 @@ app.connection, which serves it from there on."""
 from __future__ import annotations
 
 import contextlib
+import math
 
 from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
@@ -49,8 +50,22 @@ def realtime_front_door(app: FastAPI) -> ASGIApp:
 async def realtime_socket(websocket: WebSocket, services: Services) -> None:
     # Past capacity, the refusal comes before the upgrade and costs nothing more: a storm of clients gets
     # fast 503s it retries after a backoff, rather than timeouts for everyone.
+    # Past the loop's lag bound, the same: the connections it has are late already, and each one admitted
+    # now would wait its turn behind them (a storm's clients gave up on seconds-late acks and came back).
+    lag = services.loop_lag.recent()
+    bound = services.settings.realtime_max_loop_lag_seconds
+    if bound and lag > bound:
+        services.traffic.refused["overloaded"] += 1
+        reason = f"the server is overloaded (its event loop runs {lag:.1f} s late): retry after a backoff"
+        await _deny(websocket, services.settings, reason, wait=math.ceil(lag))
+        return
     if not services.limits.enter():
-        await _deny_capacity(websocket, services.settings)
+        limit = services.settings.realtime_max_connections
+        await _deny(
+            websocket,
+            services.settings,
+            f"the server is at capacity ({limit} connections): retry after a backoff",
+        )
         return
     try:
         connection = await _admit(websocket, services)
@@ -97,24 +112,20 @@ async def _admit(websocket: WebSocket, services: Services) -> Connection | None:
     return connection
 
 
-async def _deny_capacity(websocket: WebSocket, settings: Settings) -> None:
-    """HTTP 503 with Retry-After instead of the upgrade (close 1013, try again later, after it on a
-    server without the denial extension). Both SDKs wait at least the Retry-After, plus their jitter."""
-    limit = settings.realtime_max_connections
-    body = {
-        "error": f"the server is at capacity ({limit} connections): retry after a backoff",
-        "code": "unavailable",
-    }
+async def _deny(websocket: WebSocket, settings: Settings, reason: str, wait: int = 0) -> None:
+    """HTTP 503 with Retry-After (at least `wait` seconds) instead of the upgrade (close 1013, try again
+    later, after it on a server without the denial extension). Both SDKs wait at least the Retry-After,
+    plus their jitter."""
+    body = {"error": reason, "code": "unavailable"}
+    retry_after = max(settings.realtime_retry_after_seconds, wait)
     try:
         await websocket.send_denial_response(
-            JSONResponse(
-                body, status_code=503, headers={"Retry-After": str(settings.realtime_retry_after_seconds)}
-            )
+            JSONResponse(body, status_code=503, headers={"Retry-After": str(retry_after)})
         )
     except RuntimeError:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             await websocket.accept()
-            await websocket.close(CLOSE_TRY_AGAIN_LATER, "server at capacity")
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, "try again later")
 
 
 async def _authenticate(websocket: WebSocket, services: Services) -> Principal | AuthError:

@@ -1,11 +1,14 @@
-"""Admission control over real sockets: past capacity a connection gets a fast 503 with Retry-After before
-the upgrade, past the bound of waiting subscribes a subscribe gets subscribe_failed at once; and the
-subscribes of a storm share their database checks without mixing up their answers."""
+"""Admission control over real sockets: past capacity, or while the event loop runs late, a connection gets
+a fast 503 with Retry-After before the upgrade, past the bound of waiting subscribes a subscribe gets
+subscribe_failed at once; and the subscribes of a storm share their database checks without mixing up
+their answers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 
 import httpx
 import psycopg
@@ -60,6 +63,54 @@ async def test_past_max_connections_a_client_gets_503_with_retry_after_before_th
             await _until(one_left, "the closed connection was released")
             async with realtime_client(server.ws_url) as again:
                 await again.subscribe(channel)
+
+
+STALL = 1.0  # seconds the test holds the server's event loop: a real stall, far past the bound below
+
+
+async def test_while_the_event_loop_runs_late_a_new_client_gets_503_and_those_in_are_served(
+    database_url: str, table: str
+) -> None:
+    channel = f"table:public.{table}"
+    with ServerThread(make_settings(database_url, realtime_max_loop_lag_seconds=0.2)) as server:
+        loop = server.server.servers[0].get_loop()
+
+        async def lag_now() -> float:
+            return server.services.loop_lag.recent()
+
+        async def caught_up() -> bool:
+            return asyncio.run_coroutine_threadsafe(lag_now(), loop).result(5) <= 0.2
+
+        async with (
+            httpx.AsyncClient(base_url=server.http_url) as http,
+            realtime_client(server.ws_url) as inside,
+        ):
+            await inside.subscribe(channel)
+            holding = threading.Event()
+
+            def hold() -> None:
+                holding.set()
+                time.sleep(STALL)  # synchronous work on the loop, as a storm's backlog of callbacks is
+
+            loop.call_soon_threadsafe(hold)
+            assert await asyncio.to_thread(holding.wait, 5)
+            # Connected while the loop is held: served after it, when the loop is known to be late.
+            with pytest.raises(InvalidStatus) as refused:
+                async with realtime_client(server.ws_url):
+                    pass
+            response = refused.value.response
+            assert response.status_code == 503
+            assert int(response.headers["Retry-After"]) >= 1
+            assert b"overloaded" in response.body
+            metrics = await scrape(http)
+            assert value(metrics, P + "connections_rejected_total", reason="overloaded") == 1
+            assert value(metrics, P + "connections_rejected_total", reason="capacity") == 0
+            # The connection already in is served as before, and once the loop is on time, new ones get in.
+            await inside.subscribe(channel)
+            await _until(caught_up, "the loop ran on time again")
+            async with realtime_client(server.ws_url) as again:
+                await again.subscribe(channel)
+            assert value(await scrape(http), P + "connections_rejected_total", reason="overloaded") == 1
 
 
 async def test_past_max_pending_subscribes_a_subscribe_is_refused_at_once_then_succeeds_on_retry(

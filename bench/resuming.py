@@ -64,6 +64,9 @@ class Fleet:
     refusals: int = 0  # an HTTP answer other than 101, or an error frame answering the subscribe
     errors: list[str] = field(default_factory=list)  # the first few, for the report
     pending: int = 0  # attempts under way
+    # Their tasks: the loop holds only weak references to a task, and an attempt whose task is collected
+    # mid-connect would never settle (a client stranded with no retry due).
+    attempt_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever `pending` drops
     # Per attempt: refused (RST), connect_timeout, connect_error, connected_synN (connect() took N SYN
     # retransmissions), then http_503 / http_other / error_frame / lost_before_upgrade / lost_before_ack
@@ -142,7 +145,9 @@ class ResumingClient(asyncio.Protocol):
         self.generation += 1
         self.attempt_started = time.monotonic()
         self.ending = ""
-        asyncio.get_running_loop().create_task(self._attempt())
+        task = asyncio.get_running_loop().create_task(self._attempt())
+        self.fleet.attempt_tasks.add(task)
+        task.add_done_callback(self.fleet.attempt_tasks.discard)
 
     async def _attempt(self) -> None:
         fleet = self.fleet
@@ -168,8 +173,9 @@ class ResumingClient(asyncio.Protocol):
         self.connected_at = time.monotonic()
         fleet.outcomes[connect_outcome(self.connected_at - self.attempt_started)] += 1
         try:
-            await loop.create_connection(lambda: self, sock=sock)
-        except OSError as error:
+            async with asyncio.timeout(fleet.attempt_timeout):
+                await loop.create_connection(lambda: self, sock=sock)
+        except (OSError, TimeoutError) as error:
             # The transport took the descriptor and closed it (uvloop closes it with its handle when the
             # connection is reset before it is made): closing the socket object too would close whatever
             # socket has reused that number meanwhile (seen in a storm: other clients' attempts failing
@@ -371,6 +377,8 @@ def describe_stranded(client: ResumingClient) -> str:
     elif client.retry_due > client.attempt_started:  # a retry was scheduled after the last attempt
         due = client.retry_due - now
         state = f"retry in {due:.1f} s" if due >= 0 else f"retry overdue by {-due:.1f} s"
+    elif client.connected_at > client.attempt_started:
+        state = "connected, transport not made yet"
     else:
         state = "in connect()"
     return (

@@ -227,7 +227,9 @@ class DirectWriteProtocol(WebSocketsSansIOProtocol):
             self.logger.exception("Exception in ASGI application\n")
             self.send_500_response()
         else:
-            if not self.handshake_complete:
+            if not self.handshake_complete and not self.transport.is_closing():
+                # (uvicorn does not complete an accept on a closing transport: a client that left in
+                # the handshake, hundreds at once when a fleet goes, is no error of the application's.)
                 self.logger.error("ASGI callable returned without completing handshake.")
                 self.send_500_response()
             elif result is not None:

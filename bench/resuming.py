@@ -145,9 +145,16 @@ class ResumingClient(asyncio.Protocol):
         self.generation += 1
         self.attempt_started = time.monotonic()
         self.ending = ""
-        task = asyncio.get_running_loop().create_task(self._attempt())
+        task = asyncio.get_running_loop().create_task(self._guarded_attempt())
         self.fleet.attempt_tasks.add(task)
         task.add_done_callback(self.fleet.attempt_tasks.discard)
+
+    async def _guarded_attempt(self) -> None:
+        try:
+            await self._attempt()
+        except Exception as error:  # before a transport: a client whose attempt dies would be stranded
+            self.fleet.outcomes[f"attempt_error_{type(error).__name__}"] += 1
+            self._failed(f"attempt: {error!r}")
 
     async def _attempt(self) -> None:
         fleet = self.fleet
@@ -176,14 +183,17 @@ class ResumingClient(asyncio.Protocol):
             async with asyncio.timeout(fleet.attempt_timeout):
                 await loop.create_connection(lambda: self, sock=sock)
         except (OSError, TimeoutError) as error:
-            # The transport took the descriptor and closed it (uvloop closes it with its handle when the
-            # connection is reset before it is made): closing the socket object too would close whatever
-            # socket has reused that number meanwhile (seen in a storm: other clients' attempts failing
-            # with EBADF and stranded). detach() forgets the number without closing it.
-            sock.detach()
             fleet.outcomes[f"made_error_{type(error).__name__}"] += 1
             self._failed(f"connection: {error!r}")
             return
+        finally:
+            # From here the transport owns the descriptor: uvloop closes it with its handle, also when the
+            # connection fails or is aborted before create_connection returns (a server's fast 503 read
+            # and the transport aborted before uvloop ties the socket object to it). The socket object
+            # must never close that number itself: it would close whatever socket has reused it (seen in
+            # storms: other clients' connect() failing with EBADF, their attempts dying, the clients
+            # stranded). detach() forgets the number without closing it.
+            sock.detach()
         # Connected: the ack must come within the rest of the attempt's time, or the attempt is dropped.
         loop.call_later(fleet.attempt_timeout, self._expire, self.generation)
 

@@ -8,7 +8,8 @@ import threading
 import time
 import urllib.request
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
@@ -67,12 +68,25 @@ def database_load(before: dict[str, float], after: dict[str, float], prefix: str
     return figures
 
 
-def insert_row(dsn: str, table: str) -> tuple[int, float]:
+Database = str | psycopg.Connection[Any]  # a DSN to connect to, or an autocommit connection to use
+
+
+@contextlib.contextmanager
+def _connected(database: Database) -> Iterator[psycopg.Connection[Any]]:
+    if isinstance(database, str):
+        with psycopg.connect(database, autocommit=True) as conn:
+            yield conn
+    else:
+        yield database
+
+
+def insert_row(database: Database, table: str) -> tuple[int, float]:
     """One committed row: its id, and the wall-clock time just before its INSERT (in autocommit: its
     transaction) was sent. Latencies from there include the commit itself, but cannot come out negative
     when this process is descheduled between the COMMIT's return and its clock reading, as happens on
-    a saturated machine (by tens of ms)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    a saturated machine (by tens of ms). A connection opened before a storm (`database`) is sure to be
+    there after it: the instances' pools may have taken every slot the database has meanwhile."""
+    with _connected(database) as conn:
         statement = sql.SQL("INSERT INTO {} (sent_at, payload) VALUES (%s, 'sentinel') RETURNING id").format(
             sql.Identifier(table)
         )
@@ -83,9 +97,9 @@ def insert_row(dsn: str, table: str) -> tuple[int, float]:
     return int(row[0]), sent_at
 
 
-def log_rows(dsn: str, table: str) -> tuple[int, int, int, int]:
+def log_rows(database: Database, table: str) -> tuple[int, int, int, int]:
     """(first id, last id, count, sum of ids) of the table's rows: the log every client is judged by."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with _connected(database) as conn:
         row = conn.execute(
             sql.SQL("SELECT min(id), max(id), count(*), sum(id) FROM {}").format(sql.Identifier(table))
         ).fetchone()

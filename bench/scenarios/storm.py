@@ -24,6 +24,8 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 
+import psycopg
+
 from bench import harness, listen_queue, scale, sources, workers, writer
 from bench.fleet import FleetPool, Status, Verdict
 from bench.measure import Bench
@@ -91,6 +93,8 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         }
         connect_s = fleet.open(settings, params.clients, params.in_flight, params.open_timeout)
         attempts_before = sum(s.attempts for s in fleet.status())
+        # Opened now: after the storm the new instance's pools may hold every connection the database has.
+        judge = stack.enter_context(psycopg.connect(bench.dsn, autocommit=True))
         steady = scale.database_counters(bench.dsn)
         bench.writer.send("paced", bench.dsn, TABLE, params.write_rate, params.write_seconds, 64, ())
         time.sleep(params.before_kill)
@@ -119,9 +123,9 @@ def measure_run(bench: Bench, size: Size, earlier: list[RunResult]) -> RunResult
         sampler.stop()
         replay = scale.scrape(second)
         report = bench.writer.receive(params.write_seconds * 3 + 60)
-        sentinel, _ = scale.insert_row(bench.dsn, TABLE)
+        sentinel, _ = scale.insert_row(judge, TABLE)
         reached = fleet.wait_rows(sentinel, params.drain_timeout)
-        first_row, last_row, count, total = scale.log_rows(bench.dsn, TABLE)
+        first_row, last_row, count, total = scale.log_rows(judge, TABLE)
         verdicts = fleet.verdicts(first_row, last_row, count, total, killed_at)
         status = fleet.status()
         outcomes = _outcomes(status) - outcomes_before

@@ -163,11 +163,12 @@ class Settings(BaseSettings):
         "new ones are refused before the upgrade with HTTP 503 and Retry-After.",
     )
     realtime_max_loop_lag_seconds: float = Field(
-        default=0.5,
+        default=0,
         ge=0,
         le=60,
         description="How late the event loop may run before new connections are refused before the upgrade "
-        "with HTTP 503 and Retry-After (the connections it has are served first); 0: never refused for it.",
+        "with HTTP 503 and Retry-After, so that the connections it has stay on time; 0 (the default): never "
+        "refused for it, since a reconnect storm then takes longer (docs/benchmarks.md).",
     )
     realtime_listen_backlog: int = Field(
         default=4096,

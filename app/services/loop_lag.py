@@ -4,9 +4,9 @@ Everything a process does (accepts, upgrades, subscribes, fan-out, heartbeats, t
 event loop. When there is more to do than its core gives (a reconnect storm on a shared machine), every
 callback waits for the loop to come round, timers included: a timer that asks for INTERVAL seconds and
 fires late measures that wait. A lateness of seconds means clients' acks, heartbeats and the bus's own
-heartbeats are seconds late too (other instances then take this one for lost). Admission reads `recent()`:
-past a bound, new connections are refused before the upgrade (app.routers.realtime), so that the loop
-serves the connections it has instead of accepting more than it can answer in time.
+heartbeats are seconds late too (other instances then take this one for lost). Admission may read `recent()`
+(REALTIME_MAX_LOOP_LAG_SECONDS): past a bound, new connections are refused before the upgrade
+(app.routers.realtime), so that the loop serves the connections it has on time.
 """
 
 from __future__ import annotations

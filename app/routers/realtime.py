@@ -50,11 +50,10 @@ def realtime_front_door(app: FastAPI) -> ASGIApp:
 async def realtime_socket(websocket: WebSocket, services: Services) -> None:
     # Past capacity, the refusal comes before the upgrade and costs nothing more: a storm of clients gets
     # fast 503s it retries after a backoff, rather than timeouts for everyone.
-    # Past the loop's lag bound, the same: the connections it has are late already, and each one admitted
-    # now would wait its turn behind them (a storm's clients gave up on seconds-late acks and came back).
-    lag = services.loop_lag.recent()
+    # Past the loop's lag bound, when one is set, the same: the connections it has are late already, and
+    # each one admitted now would make them later (off by default: refused clients reconnect later too).
     bound = services.settings.realtime_max_loop_lag_seconds
-    if bound and lag > bound:
+    if bound and (lag := services.loop_lag.recent()) > bound:
         services.traffic.refused["overloaded"] += 1
         reason = f"the server is overloaded (its event loop runs {lag:.1f} s late): retry after a backoff"
         await _deny(websocket, services.settings, reason, wait=math.ceil(lag))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psycopg
 
-from app.services import pgoutput
+from app.services import pgoutput, row_literals
 from app.services.logical_stream import ReplicationStream
 from app.services.pacing import PassPacer
 
@@ -172,7 +172,7 @@ class StreamSession:
                 if not self._next_change():
                     continue
                 oid = int.from_bytes(payload[1:5])
-                literal = pgoutput.insert_literal(payload, self._insert_positions[oid])[1]
+                literal = row_literals.insert_literal(payload, self._insert_positions[oid])[1]
                 self._batch.add(self._relations[oid][0], "INSERT", literal, None)
             else:
                 await self._handle(pgoutput.parse_message(payload))
@@ -261,14 +261,14 @@ class StreamSession:
     def _add(self, message: pgoutput.Insert | pgoutput.Update | pgoutput.Delete) -> None:
         relation, positions = self._relations[message.relation_oid]
         if isinstance(message, pgoutput.Insert):
-            self._batch.add(relation, "INSERT", pgoutput.row_literal(message.new, positions), None)
+            self._batch.add(relation, "INSERT", row_literals.row_literal(message.new, positions), None)
         elif isinstance(message, pgoutput.Update):
             old = message.old
-            new = pgoutput.fill_unchanged(message.new, None if message.old_is_key else old)
-            old_literal = pgoutput.row_literal(old, positions) if old is not None else None
-            self._batch.add(relation, "UPDATE", pgoutput.row_literal(new, positions), old_literal)
+            new = row_literals.fill_unchanged(message.new, None if message.old_is_key else old)
+            old_literal = row_literals.row_literal(old, positions) if old is not None else None
+            self._batch.add(relation, "UPDATE", row_literals.row_literal(new, positions), old_literal)
         else:
-            self._batch.add(relation, "DELETE", None, pgoutput.row_literal(message.old, positions))
+            self._batch.add(relation, "DELETE", None, row_literals.row_literal(message.old, positions))
 
     async def _positions(self, relation: pgoutput.Relation) -> tuple[int | None, ...]:
         """For each of the table's current columns, its index in the stream's rows (by name)."""

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.services import pgoutput
+from app.services import pgoutput, row_literals
 from app.services.pgoutput import (
     UNCHANGED,
     Begin,
@@ -140,16 +140,16 @@ def test_lsn_text_round_trips(lsn: int) -> None:
 
 
 def test_unchanged_values_are_filled_from_the_old_row() -> None:
-    assert pgoutput.fill_unchanged(("1", UNCHANGED), ("1", "old")) == ("1", "old")
-    assert pgoutput.fill_unchanged(("1", UNCHANGED), None) == ("1", None)
+    assert row_literals.fill_unchanged(("1", UNCHANGED), ("1", "old")) == ("1", "old")
+    assert row_literals.fill_unchanged(("1", UNCHANGED), None) == ("1", None)
     same = ("1", "x")
-    assert pgoutput.fill_unchanged(same, None) is same
+    assert row_literals.fill_unchanged(same, None) is same
 
 
 def test_row_literals_quote_and_reorder() -> None:
-    assert pgoutput.row_literal(('a"b', None, "c\\d", ""), (0, 1, 2, 3)) == '("a\\"b",,"c\\\\d","")'
+    assert row_literals.row_literal(('a"b', None, "c\\d", ""), (0, 1, 2, 3)) == '("a\\"b",,"c\\\\d","")'
     # The table's order is (v, id, generated): taken by name from the stream's (id, v).
-    assert pgoutput.row_literal(("1", "x"), (1, 0, None)) == '("x","1",)'
+    assert row_literals.row_literal(("1", "x"), (1, 0, None)) == '("x","1",)'
 
 
 @given(
@@ -166,10 +166,12 @@ def test_insert_literal_is_parse_message_then_row_literal(
     )
     parsed = pgoutput.parse_message(message)
     assert isinstance(parsed, Insert)
-    assert pgoutput.insert_literal(message, positions) == (4242, pgoutput.row_literal(parsed.new, positions))
+    expected = row_literals.row_literal(parsed.new, positions)
+    assert row_literals.insert_literal(message, positions) == (4242, expected)
     in_order = tuple(range(columns))
-    assert pgoutput.insert_literal(message, None) == (4242, pgoutput.row_literal(parsed.new, in_order))
+    expected = row_literals.row_literal(parsed.new, in_order)
+    assert row_literals.insert_literal(message, None) == (4242, expected)
     for broken in (message[:-1], message + b"x", b"U" + message[1:]):
         if broken != message:
             with pytest.raises(ProtocolError):
-                pgoutput.insert_literal(broken, None)
+                row_literals.insert_literal(broken, None)
